@@ -1,0 +1,80 @@
+// Package ledgerapi is the protocol between the edge and ledgerd's internal listener
+// (default :8090): key lookup and credit leases. Every call carries the shared secret as
+// "Authorization: Bearer <secret>"; ledgerd refuses calls without it (401).
+//
+// Routes:
+//
+//	GET  /internal/v1/keys/{sha256-hex}           → 200 Key | 404 (unknown key)
+//	GET  /internal/v1/accounts/{id}/balance       → 200 Balance
+//	POST /internal/v1/leases                      Grant → 200 Lease | 402 Error (cannot cover min)
+//	POST /internal/v1/leases/{lease_id}/extend    Extend → 200 Lease | 402 Error
+//	POST /internal/v1/leases/{lease_id}/release   Release → 200 Lease
+//
+// Errors are {"error":{"type":…,"message":…},"available_microcredits":N}.
+package ledgerapi
+
+import "time"
+
+// Key is what the edge caches for an API key. The secret itself never crosses this API:
+// the edge sends SHA-256(secret) in hex.
+type Key struct {
+	KeyID         string `json:"key_id"`
+	AccountID     string `json:"account_id"`
+	Revoked       bool   `json:"revoked"`
+	AccountStatus string `json:"account_status"` // "active" | "suspended"
+	// RateLimitRPM is requests per minute for this key; 0 means no limit.
+	RateLimitRPM int `json:"rate_limit_rpm"`
+}
+
+// Account statuses.
+const (
+	StatusActive    = "active"
+	StatusSuspended = "suspended"
+)
+
+// Balance of an account, in micro-credits.
+type Balance struct {
+	AccountID             string `json:"account_id"`
+	BalanceMicrocredits   int64  `json:"balance_microcredits"`
+	AvailableMicrocredits int64  `json:"available_microcredits"`
+}
+
+// Grant asks for a new lease. ledgerd grants min(Want, what is available) if that is at least
+// Min, else answers 402.
+type Grant struct {
+	AccountID        string `json:"account_id"`
+	EdgeID           string `json:"edge_id"`
+	WantMicrocredits int64  `json:"want_microcredits"`
+	MinMicrocredits  int64  `json:"min_microcredits"`
+}
+
+// Extend adds to an open lease (same rule as Grant) and reports the node's spend so far.
+type Extend struct {
+	WantMicrocredits  int64 `json:"want_microcredits"`
+	MinMicrocredits   int64 `json:"min_microcredits"`
+	SpentMicrocredits int64 `json:"spent_microcredits"`
+}
+
+// Release closes a lease with the node's total spend from it; the reservation shrinks to
+// what of that spend has not settled yet.
+type Release struct {
+	SpentMicrocredits int64 `json:"spent_microcredits"`
+}
+
+// Lease is ledgerd's view of a lease after any call.
+type Lease struct {
+	LeaseID               string    `json:"lease_id"`
+	AccountID             string    `json:"account_id"`
+	GrantedMicrocredits   int64     `json:"granted_microcredits"` // total granted so far
+	ExpiresAt             time.Time `json:"expires_at"`
+	AvailableMicrocredits int64     `json:"available_microcredits"` // account, after this call
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	} `json:"error"`
+	AvailableMicrocredits int64 `json:"available_microcredits,omitempty"`
+}

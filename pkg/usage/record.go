@@ -1,0 +1,261 @@
+// Package usage defines the usage record: the one fact the edge emits per request, carried on
+// Kafka topic usage.v1 (key = account id) to ledgerd (settlement) and analytics (ClickHouse).
+//
+// The wire form is JSON. Encoding appends to a caller-owned buffer so the edge can reuse one;
+// decoding uses gjson and accepts unknown fields, so producers may add fields before consumers
+// learn them. Version is carried in the "v" field.
+package usage
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
+)
+
+// Version is the schema version written in the "v" field.
+const Version = 1
+
+// Topics.
+const (
+	Topic    = "usage.v1"
+	TopicDLQ = "usage.dlq.v1"
+)
+
+// Tokens are the token counts of one request, in the five billed categories plus the fields
+// that feed them. Output includes Thinking, as Anthropic reports it: the billable plain output
+// is Output − Thinking.
+type Tokens struct {
+	Input             int64 `json:"input"`
+	Output            int64 `json:"output"`
+	CacheWrite5m      int64 `json:"cache_write_5m"`
+	CacheWrite1h      int64 `json:"cache_write_1h"`
+	CacheRead         int64 `json:"cache_read"`
+	Thinking          int64 `json:"thinking"`
+	WebSearchRequests int64 `json:"web_search_requests"`
+}
+
+// Record is one request's usage. Field names are the JSON names in DESIGN §4.
+type Record struct {
+	V                    int    `json:"v"`
+	RequestID            string `json:"request_id"` // UUIDv7, also the idempotency key
+	EdgeID               string `json:"edge_id"`
+	Seq                  uint64 `json:"seq"`
+	AccountID            string `json:"account_id"`
+	KeyID                string `json:"key_id"`
+	LeaseID              string `json:"lease_id"`
+	Model                string `json:"model"`
+	ModelRequested       string `json:"model_requested"`
+	TsStartMs            int64  `json:"ts_start_ms"`
+	TsEndMs              int64  `json:"ts_end_ms"`
+	TtfbMs               int64  `json:"ttfb_ms"`
+	Status               int    `json:"status"`
+	Stream               bool   `json:"stream"`
+	StopReason           string `json:"stop_reason"`
+	ErrorType            string `json:"error_type"`
+	Usage                Tokens `json:"usage"`
+	Estimated            bool   `json:"estimated"`
+	CostMicrocredits     int64  `json:"cost_microcredits"`
+	UpstreamCostMicroUSD int64  `json:"upstream_cost_microusd"`
+	PriceVersion         string `json:"price_version"`
+	UpstreamKeyID        string `json:"upstream_key_id"`
+	UpstreamRequestID    string `json:"upstream_request_id"`
+}
+
+// ErrInvalid is wrapped by every validation failure; such records go to the DLQ.
+var ErrInvalid = errors.New("invalid usage record")
+
+// Validate checks what consumers rely on. It does not check that the cost matches the usage:
+// prices may change between the edge and the consumer, and the edge's cost is the charge.
+func (r *Record) Validate() error {
+	var errs []error
+	if r.V < 1 {
+		errs = append(errs, errors.New("v: missing or < 1"))
+	}
+	if r.RequestID == "" {
+		errs = append(errs, errors.New("request_id: empty"))
+	}
+	if r.AccountID == "" {
+		errs = append(errs, errors.New("account_id: empty"))
+	}
+	if r.CostMicrocredits < 0 {
+		errs = append(errs, fmt.Errorf("cost_microcredits: negative (%d)", r.CostMicrocredits))
+	}
+	u := r.Usage
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"input", u.Input}, {"output", u.Output}, {"cache_write_5m", u.CacheWrite5m},
+		{"cache_write_1h", u.CacheWrite1h}, {"cache_read", u.CacheRead}, {"thinking", u.Thinking},
+		{"web_search_requests", u.WebSearchRequests}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("usage.%s: negative (%d)", f.name, f.v))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+// AppendJSON appends the record's JSON encoding to dst and returns the extended buffer. It
+// allocates nothing when dst has room, which keeps the edge's response path allocation-free.
+func (r *Record) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"v":`...)
+	dst = strconv.AppendInt(dst, int64(r.V), 10)
+	dst = appendStr(dst, "request_id", r.RequestID)
+	dst = appendStr(dst, "edge_id", r.EdgeID)
+	dst = append(dst, `,"seq":`...)
+	dst = strconv.AppendUint(dst, r.Seq, 10)
+	dst = appendStr(dst, "account_id", r.AccountID)
+	dst = appendStr(dst, "key_id", r.KeyID)
+	dst = appendStr(dst, "lease_id", r.LeaseID)
+	dst = appendStr(dst, "model", r.Model)
+	dst = appendStr(dst, "model_requested", r.ModelRequested)
+	dst = appendInt(dst, "ts_start_ms", r.TsStartMs)
+	dst = appendInt(dst, "ts_end_ms", r.TsEndMs)
+	dst = appendInt(dst, "ttfb_ms", r.TtfbMs)
+	dst = appendInt(dst, "status", int64(r.Status))
+	dst = append(dst, `,"stream":`...)
+	dst = strconv.AppendBool(dst, r.Stream)
+	dst = appendStr(dst, "stop_reason", r.StopReason)
+	dst = appendStr(dst, "error_type", r.ErrorType)
+	u := r.Usage
+	dst = append(dst, `,"usage":{"input":`...)
+	dst = strconv.AppendInt(dst, u.Input, 10)
+	dst = appendInt(dst, "output", u.Output)
+	dst = appendInt(dst, "cache_write_5m", u.CacheWrite5m)
+	dst = appendInt(dst, "cache_write_1h", u.CacheWrite1h)
+	dst = appendInt(dst, "cache_read", u.CacheRead)
+	dst = appendInt(dst, "thinking", u.Thinking)
+	dst = appendInt(dst, "web_search_requests", u.WebSearchRequests)
+	dst = append(dst, '}')
+	dst = append(dst, `,"estimated":`...)
+	dst = strconv.AppendBool(dst, r.Estimated)
+	dst = appendInt(dst, "cost_microcredits", r.CostMicrocredits)
+	dst = appendInt(dst, "upstream_cost_microusd", r.UpstreamCostMicroUSD)
+	dst = appendStr(dst, "price_version", r.PriceVersion)
+	dst = appendStr(dst, "upstream_key_id", r.UpstreamKeyID)
+	dst = appendStr(dst, "upstream_request_id", r.UpstreamRequestID)
+	return append(dst, '}')
+}
+
+// Decode parses a record. Unknown fields are ignored; the result is validated.
+func Decode(b []byte) (Record, error) {
+	if !gjson.ValidBytes(b) {
+		return Record{}, fmt.Errorf("%w: not valid JSON", ErrInvalid)
+	}
+	res := gjson.ParseBytes(b)
+	if !res.IsObject() {
+		return Record{}, fmt.Errorf("%w: not a JSON object", ErrInvalid)
+	}
+	var r Record
+	var typeErrs []error
+	str := func(name string) string {
+		v := res.Get(name)
+		if v.Exists() && v.Type != gjson.String && v.Type != gjson.Null {
+			typeErrs = append(typeErrs, fmt.Errorf("%s: not a string", name))
+		}
+		return v.String()
+	}
+	num := func(v gjson.Result, name string) int64 {
+		if v.Exists() && v.Type != gjson.Number && v.Type != gjson.Null {
+			typeErrs = append(typeErrs, fmt.Errorf("%s: not a number", name))
+			return 0
+		}
+		if v.Type == gjson.Number && v.Num != float64(v.Int()) {
+			// Integer fields only: a fraction or an out-of-range value is a broken producer.
+			typeErrs = append(typeErrs, fmt.Errorf("%s: not an integer", name))
+		}
+		return v.Int()
+	}
+	boolean := func(name string) bool {
+		v := res.Get(name)
+		if v.Exists() && v.Type != gjson.True && v.Type != gjson.False && v.Type != gjson.Null {
+			typeErrs = append(typeErrs, fmt.Errorf("%s: not a bool", name))
+		}
+		return v.Bool()
+	}
+	r.V = int(num(res.Get("v"), "v"))
+	r.RequestID = str("request_id")
+	r.EdgeID = str("edge_id")
+	r.Seq = uint64(num(res.Get("seq"), "seq"))
+	r.AccountID = str("account_id")
+	r.KeyID = str("key_id")
+	r.LeaseID = str("lease_id")
+	r.Model = str("model")
+	r.ModelRequested = str("model_requested")
+	r.TsStartMs = num(res.Get("ts_start_ms"), "ts_start_ms")
+	r.TsEndMs = num(res.Get("ts_end_ms"), "ts_end_ms")
+	r.TtfbMs = num(res.Get("ttfb_ms"), "ttfb_ms")
+	r.Status = int(num(res.Get("status"), "status"))
+	r.Stream = boolean("stream")
+	r.StopReason = str("stop_reason")
+	r.ErrorType = str("error_type")
+	u := res.Get("usage")
+	r.Usage = Tokens{
+		Input:             num(u.Get("input"), "usage.input"),
+		Output:            num(u.Get("output"), "usage.output"),
+		CacheWrite5m:      num(u.Get("cache_write_5m"), "usage.cache_write_5m"),
+		CacheWrite1h:      num(u.Get("cache_write_1h"), "usage.cache_write_1h"),
+		CacheRead:         num(u.Get("cache_read"), "usage.cache_read"),
+		Thinking:          num(u.Get("thinking"), "usage.thinking"),
+		WebSearchRequests: num(u.Get("web_search_requests"), "usage.web_search_requests"),
+	}
+	r.Estimated = boolean("estimated")
+	r.CostMicrocredits = num(res.Get("cost_microcredits"), "cost_microcredits")
+	r.UpstreamCostMicroUSD = num(res.Get("upstream_cost_microusd"), "upstream_cost_microusd")
+	r.PriceVersion = str("price_version")
+	r.UpstreamKeyID = str("upstream_key_id")
+	r.UpstreamRequestID = str("upstream_request_id")
+	if len(typeErrs) > 0 {
+		return r, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(typeErrs...))
+	}
+	return r, r.Validate()
+}
+
+func appendStr(dst []byte, name, v string) []byte {
+	dst = append(dst, ',', '"')
+	dst = append(dst, name...)
+	dst = append(dst, '"', ':')
+	return appendJSONString(dst, v)
+}
+
+// appendJSONString quotes s as a JSON string. Control characters are escaped and invalid UTF-8
+// becomes U+FFFD, so a hostile model name from the upstream cannot break the record.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c < 0x20:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, "\\ufffd"...)
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
+}
+
+func appendInt(dst []byte, name string, v int64) []byte {
+	dst = append(dst, ',', '"')
+	dst = append(dst, name...)
+	dst = append(dst, '"', ':')
+	return strconv.AppendInt(dst, v, 10)
+}

@@ -1,0 +1,193 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Proc is one child process of the stack. Its output goes to a log file under the stack's
+// log directory. Methods are safe for concurrent use.
+type Proc struct {
+	Name string
+	Path string
+	Args []string
+	Env  []string // added to the parent's environment
+	// Ready is polled after start until it returns nil (or the start timeout passes).
+	Ready func(ctx context.Context) error
+
+	logPath string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+}
+
+// LogPath is where the process writes its stdout and stderr.
+func (p *Proc) LogPath() string { return p.logPath }
+
+func (p *Proc) start(ctx context.Context, logDir string, timeout time.Duration) error {
+	done, err := p.spawn(logDir)
+	if err != nil {
+		return err
+	}
+	return waitReady(ctx, p, done, timeout)
+}
+
+func (p *Proc) spawn(logDir string) (chan struct{}, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		return nil, fmt.Errorf("start %s: already running", p.Name)
+	}
+	p.logPath = filepath.Join(logDir, p.Name+".log")
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open log of %s: %w", p.Name, err)
+	}
+	cmd := exec.Command(p.Path, p.Args...)
+	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group, so Ctrl-C in the terminal reaches only the launcher, which then
+	// stops the children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	done := make(chan struct{})
+	p.cmd, p.done, p.waitErr = cmd, done, nil
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		p.mu.Lock()
+		p.waitErr = err
+		p.mu.Unlock()
+		close(done)
+	}()
+	return done, nil
+}
+
+func waitReady(ctx context.Context, p *Proc, done chan struct{}, timeout time.Duration) error {
+	if p.Ready == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		select {
+		case <-done:
+			return fmt.Errorf("%s exited during start (log: %s)", p.Name, p.logPath)
+		default:
+		}
+		if last = p.Ready(ctx); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after %s: %w (log: %s)", p.Name, timeout, last, p.logPath)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop sends SIGTERM and waits up to grace, then SIGKILL. Idempotent.
+func (p *Proc) Stop(grace time.Duration) error {
+	return p.signal(syscall.SIGTERM, grace)
+}
+
+// Kill sends SIGKILL (a crash, for fault tests) and waits for the process to go.
+func (p *Proc) Kill() error { return p.signal(syscall.SIGKILL, 0) }
+
+func (p *Proc) signal(sig syscall.Signal, grace time.Duration) error {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = cmd.Process.Signal(sig)
+	if grace > 0 {
+		select {
+		case <-done:
+		case <-time.After(grace):
+			_ = cmd.Process.Kill()
+		}
+	}
+	<-done
+	p.mu.Lock()
+	p.cmd = nil
+	err := p.waitErr
+	p.mu.Unlock()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && sig == syscall.SIGKILL {
+		return nil
+	}
+	return err
+}
+
+// Running reports whether the process has been started and has not exited.
+func (p *Proc) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// HTTPReady returns a readiness probe that wants 200 from url.
+func HTTPReady(url string) func(ctx context.Context) error {
+	client := &http.Client{Timeout: time.Second}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	}
+}
+
+// TCPReady returns a readiness probe that wants a TCP connection to addr.
+func TCPReady(addr string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}

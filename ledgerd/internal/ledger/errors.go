@@ -1,0 +1,14 @@
+package ledger
+
+import "errors"
+
+var (
+	// ErrInvariant marks a broken ledger rule: a programmer error or corrupted data. The right
+	// answer is to stop before committing anything (TigerBeetle's rule), never to continue.
+	ErrInvariant = errors.New("ledger invariant violated")
+	// ErrInsufficient is an ordinary refusal: the account's available credit cannot cover
+	// what was asked (a lease's minimum, a refund).
+	ErrInsufficient = errors.New("insufficient available credit")
+	// ErrLeaseClosed: the lease was released or reclaimed and can no longer be extended.
+	ErrLeaseClosed = errors.New("lease closed")
+)

@@ -1,0 +1,120 @@
+-- Tollgate analytics schema, production form: a sharded, replicated ClickHouse cluster.
+-- Same columns, keys and rollups as schema.sql (keep the two in step); here each table is a
+-- Replicated*MergeTree "_local" table on every server plus a Distributed table of the same
+-- name as in schema.sql, so the analytics service and finance queries run unchanged.
+--
+-- Before running it:
+--   * remote_servers defines the cluster "tollgate_cluster" (rename it everywhere below if
+--     yours is called differently), ZooKeeper/Keeper is configured, and every server defines
+--     the macros {shard} and {replica}.
+--   * Run once, from any node:  clickhouse-client --multiquery < deploy/clickhouse/cluster.sql
+--     ON CLUSTER runs every statement on all servers.
+--
+-- Sharding is by request_id, so every copy of a record lands on the same shard and
+-- ReplacingMergeTree can collapse it there; FINAL and GROUP BY request_id stay per shard.
+--
+-- The analytics consumer checks which request_ids are already stored before it inserts, so it
+-- must see its own writes. Give it these settings in its DSN (clickhouse-go passes unknown DSN
+-- parameters as settings), e.g. for two replicas per shard:
+--   clickhouse://ch:9000/tollgate?insert_distributed_sync=1&insert_quorum=2&select_sequential_consistency=1
+-- insert_distributed_sync makes the Distributed insert return only once every shard has the
+-- rows; insert_quorum plus select_sequential_consistency make a later read on any replica
+-- see them.
+--
+-- Retention: drop monthly partitions on every server,
+--   ALTER TABLE tollgate.requests_local ON CLUSTER tollgate_cluster DROP PARTITION 202511;
+--   ALTER TABLE tollgate.usage_daily_local ON CLUSTER tollgate_cluster DROP PARTITION 202511;
+
+CREATE DATABASE IF NOT EXISTS tollgate ON CLUSTER tollgate_cluster;
+
+CREATE TABLE IF NOT EXISTS tollgate.requests_local ON CLUSTER tollgate_cluster
+(
+    ts                      DateTime('UTC'),
+    ts_start_ms             Int64,
+    ts_end_ms               Int64,
+    ttfb_ms                 Int64,
+    request_id              String,
+    v                       UInt32,
+    edge_id                 String,
+    seq                     UInt64,
+    account_id              String,
+    key_id                  String,
+    lease_id                String,
+    model                   String,
+    model_requested         String,
+    status                  Int32,
+    stream                  UInt8,
+    stop_reason             String,
+    error_type              String,
+    input_tokens            Int64,
+    output_tokens           Int64,
+    cache_write_5m_tokens   Int64,
+    cache_write_1h_tokens   Int64,
+    cache_read_tokens       Int64,
+    thinking_tokens         Int64,
+    web_search_requests     Int64,
+    estimated               UInt8,
+    cost_microcredits       Int64,
+    upstream_cost_microusd  Int64,
+    price_version           String,
+    upstream_key_id         String,
+    upstream_request_id     String,
+    inserted_at             DateTime('UTC') DEFAULT now()
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tollgate/requests_local', '{replica}')
+PARTITION BY toYYYYMM(ts)
+ORDER BY (toDate(ts), account_id, request_id);
+
+CREATE TABLE IF NOT EXISTS tollgate.requests ON CLUSTER tollgate_cluster
+AS tollgate.requests_local
+ENGINE = Distributed(tollgate_cluster, tollgate, requests_local, cityHash64(request_id));
+
+CREATE TABLE IF NOT EXISTS tollgate.usage_daily_local ON CLUSTER tollgate_cluster
+(
+    day                     Date,
+    account_id              String,
+    model                   String,
+    requests                UInt64,
+    error_requests          UInt64,
+    estimated_requests      UInt64,
+    input_tokens            Int64,
+    output_tokens           Int64,
+    cache_write_5m_tokens   Int64,
+    cache_write_1h_tokens   Int64,
+    cache_read_tokens       Int64,
+    thinking_tokens         Int64,
+    web_search_requests     Int64,
+    cost_microcredits       Int64,
+    upstream_cost_microusd  Int64
+)
+ENGINE = ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/tollgate/usage_daily_local', '{replica}')
+PARTITION BY toYYYYMM(day)
+ORDER BY (day, account_id, model);
+
+-- Reads only; rows reach usage_daily_local through the view below, on the shard that stores
+-- the request rows. A view fires on the replica that receives an insert; replication then
+-- copies both tables' parts to the other replicas.
+CREATE TABLE IF NOT EXISTS tollgate.usage_daily ON CLUSTER tollgate_cluster
+AS tollgate.usage_daily_local
+ENGINE = Distributed(tollgate_cluster, tollgate, usage_daily_local);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS tollgate.usage_daily_mv ON CLUSTER tollgate_cluster
+TO tollgate.usage_daily_local AS
+SELECT
+    toDate(ts)                   AS day,
+    account_id,
+    model,
+    count()                      AS requests,
+    countIf(status >= 400)       AS error_requests,
+    countIf(estimated = 1)       AS estimated_requests,
+    sum(input_tokens)            AS input_tokens,
+    sum(output_tokens)           AS output_tokens,
+    sum(cache_write_5m_tokens)   AS cache_write_5m_tokens,
+    sum(cache_write_1h_tokens)   AS cache_write_1h_tokens,
+    sum(cache_read_tokens)       AS cache_read_tokens,
+    sum(thinking_tokens)         AS thinking_tokens,
+    sum(web_search_requests)     AS web_search_requests,
+    sum(cost_microcredits)       AS cost_microcredits,
+    sum(upstream_cost_microusd)  AS upstream_cost_microusd
+FROM tollgate.requests_local
+GROUP BY day, account_id, model;

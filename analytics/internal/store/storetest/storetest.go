@@ -96,7 +96,7 @@ func Records(seed uint64, n int, base time.Time) []usage.Record {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	out := make([]usage.Record, n)
 	for i := range out {
-		end := base.Add(-time.Duration(rng.Int64N(int64(40*24*time.Hour)))).UnixMilli()
+		end := base.Add(-time.Duration(rng.Int64N(int64(40 * 24 * time.Hour)))).UnixMilli()
 		out[i] = usage.Record{
 			V:              usage.Version,
 			RequestID:      fmt.Sprintf("req-%d-%06d-%08x", seed, i, rng.Uint32()),

@@ -16,6 +16,14 @@ const (
 // AccountCustomer is the ledger account holding a customer account's prepaid credit.
 func AccountCustomer(accountID string) string { return customerPrefix + accountID }
 
+// CustomerOf returns the customer account id of a customer ledger account code.
+func CustomerOf(code string) (string, bool) {
+	if len(code) > len(customerPrefix) && code[:len(customerPrefix)] == customerPrefix {
+		return code[len(customerPrefix):], true
+	}
+	return "", false
+}
+
 // AccountCash is the ledger account of a payment method ("admin" for operator top-ups).
 func AccountCash(method string) string { return cashPrefix + method }
 

@@ -58,16 +58,18 @@ func (l Lease) Check() error {
 	return nil
 }
 
-// GrantAmount is the grant rule: min(want, available) when that is at least min. It refuses
-// with ErrInsufficient otherwise. want ≥ min > 0 is the caller's to validate.
+// GrantAmount is the grant rule: min(want, available), when that is at least min. It refuses
+// with ErrInsufficient otherwise. With min 0 it never refuses and may grant 0 (an extend that
+// only refreshes the expiry). 0 ≤ min ≤ want is the caller's to validate.
 func GrantAmount(available, want, minimum int64) (int64, error) {
-	if minimum <= 0 || want < minimum {
+	if minimum < 0 || want < minimum {
 		return 0, invariant("grant want %d min %d", want, minimum)
 	}
-	if available < minimum {
+	g := max(min(want, available), 0)
+	if g < minimum {
 		return 0, ErrInsufficient
 	}
-	return min(want, available), nil
+	return g, nil
 }
 
 // NewLease is a lease just granted g.

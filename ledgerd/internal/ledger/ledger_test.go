@@ -154,7 +154,10 @@ func TestGrantAmount(t *testing.T) {
 		{"below min", 9, 100, 10, 0, ledger.ErrInsufficient},
 		{"overdrawn", -5, 100, 10, 0, ledger.ErrInsufficient},
 		{"min above want", 100, 5, 10, 0, ledger.ErrInvariant},
-		{"zero min", 100, 5, 0, 0, ledger.ErrInvariant},
+		{"zero min refreshes only", -5, 5, 0, 0, nil},
+		{"zero min takes what there is", 3, 5, 0, 3, nil},
+		{"zero want", 100, 0, 0, 0, nil},
+		{"negative min", 100, 5, -1, 0, ledger.ErrInvariant},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ledger.GrantAmount(tc.available, tc.want, tc.min)

@@ -1,0 +1,241 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"tollgate/ledgerd/internal/ledger"
+	"tollgate/ledgerd/internal/store"
+)
+
+const leaseCols = `id, account_id, edge_id, state, granted, settled, reported, reservation, expires_ms`
+
+func scanLease(row interface{ Scan(...any) error }) (store.Lease, error) {
+	var l store.Lease
+	var state string
+	var expires int64
+	err := row.Scan(&l.ID, &l.AccountID, &l.EdgeID, &state, &l.Granted, &l.Settled, &l.Reported, &l.Reservation, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Lease{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Lease{}, fmt.Errorf("scan lease: %w", err)
+	}
+	l.State, l.ExpiresAt = ledger.LeaseState(state), msTime(expires)
+	return l, nil
+}
+
+func (s *Store) lockLease(ctx context.Context, tx *sql.Tx, id string) (store.Lease, error) {
+	return scanLease(tx.QueryRowContext(ctx, `SELECT `+leaseCols+` FROM leases WHERE id = $1`+s.d.ForUpdate, id))
+}
+
+// leaseAccount finds the account of a lease without locking: it never changes, and knowing
+// it first lets every transaction lock the account before the lease.
+func (s *Store) leaseAccount(ctx context.Context, id string) (string, error) {
+	var acct string
+	err := s.r.QueryRowContext(ctx, `SELECT account_id FROM leases WHERE id = $1`, id).Scan(&acct)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", store.ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("read lease: %w", err)
+	}
+	return acct, nil
+}
+
+// reserve changes an account's reservation by delta. Growth is conditional on the available
+// credit covering it, so even a caller that skipped the row lock could not over-reserve: the
+// database re-checks the condition on the row it updates.
+func reserve(ctx context.Context, tx *sql.Tx, accountID string, delta int64) error {
+	if delta == 0 {
+		return nil
+	}
+	q := `UPDATE accounts SET reserved = reserved + $1 WHERE id = $2 AND reserved + $1 >= 0`
+	if delta > 0 {
+		q += ` AND balance - reserved >= $1`
+	}
+	if err := execOne(ctx, tx, q, delta, accountID); err != nil {
+		return fmt.Errorf("reserve %d on %s: %w", delta, accountID, err)
+	}
+	return nil
+}
+
+func (s *Store) writeLease(ctx context.Context, tx *sql.Tx, l store.Lease) error {
+	if err := l.Check(); err != nil {
+		return err
+	}
+	return execOne(ctx, tx, `UPDATE leases SET state = $1, granted = $2, settled = $3, reported = $4, reservation = $5,
+		expires_ms = $6 WHERE id = $7`, string(l.State), l.Granted, l.Settled, l.Reported, l.Reservation, l.ExpiresAt.UnixMilli(), l.ID)
+}
+
+// GrantLease grants min(want, available) if that is at least min. On ErrInsufficient the
+// returned Lease carries only AccountAvailable.
+func (s *Store) GrantLease(ctx context.Context, g store.LeaseGrant) (store.Lease, error) {
+	var out store.Lease
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		a, err := s.lockAccount(ctx, tx, g.AccountID)
+		if err != nil {
+			return err
+		}
+		if a.Status != store.StatusActive {
+			return store.ErrSuspended
+		}
+		amount, err := ledger.GrantAmount(a.Available(), g.Want, g.Min)
+		if err != nil {
+			out.AccountAvailable = a.Available()
+			return err
+		}
+		now := s.now()
+		out = store.Lease{ID: newID("lease"), AccountID: a.ID, EdgeID: g.EdgeID, Lease: ledger.NewLease(amount),
+			ExpiresAt: msTime(now.Add(g.TTL).UnixMilli()), AccountAvailable: a.Available() - amount}
+		if err := reserve(ctx, tx, a.ID, amount); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO leases (id, account_id, edge_id, state, granted, settled, reported,
+			reservation, expires_ms, created_ms) VALUES ($1, $2, $3, $4, $5, 0, 0, $6, $7, $8)`,
+			out.ID, out.AccountID, out.EdgeID, string(out.State), out.Granted, out.Reservation, out.ExpiresAt.UnixMilli(), now.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("insert lease: %w", err)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrInsufficient) {
+		return store.Lease{}, err
+	}
+	return out, err
+}
+
+// changeLease runs fn on a locked lease and its locked account, writes the lease it returns
+// and moves the account's reservation by the difference.
+func (s *Store) changeLease(ctx context.Context, leaseID string, fn func(a store.Account, l store.Lease) (store.Lease, error)) (store.Lease, error) {
+	acct, err := s.leaseAccount(ctx, leaseID)
+	if err != nil {
+		return store.Lease{}, err
+	}
+	var out store.Lease
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		a, err := s.lockAccount(ctx, tx, acct)
+		if err != nil {
+			return err
+		}
+		l, err := s.lockLease(ctx, tx, leaseID)
+		if err != nil {
+			return err
+		}
+		out = l
+		out.AccountAvailable = a.Available()
+		nl, err := fn(a, l)
+		if err != nil {
+			return err
+		}
+		if nl == l {
+			return nil
+		}
+		delta := nl.Reservation - l.Reservation
+		if err := reserve(ctx, tx, a.ID, delta); err != nil {
+			return err
+		}
+		if err := s.writeLease(ctx, tx, nl); err != nil {
+			return err
+		}
+		out = nl
+		out.AccountAvailable = a.Available() - delta
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrInsufficient) {
+		return store.Lease{}, err
+	}
+	return out, err
+}
+
+// ExtendLease adds min(want, available) (at least min) to an open lease, records the node's
+// spend so far and refreshes the expiry. want = min = 0 only refreshes.
+func (s *Store) ExtendLease(ctx context.Context, leaseID string, want, minimum, spent int64, ttl time.Duration) (store.Lease, error) {
+	return s.changeLease(ctx, leaseID, func(a store.Account, l store.Lease) (store.Lease, error) {
+		if l.State != ledger.LeaseOpen {
+			return l, store.ErrLeaseClosed
+		}
+		if a.Status != store.StatusActive {
+			return l, store.ErrSuspended
+		}
+		amount, err := ledger.GrantAmount(a.Available(), want, minimum)
+		if err != nil {
+			return l, err
+		}
+		nl, err := l.Extend(amount, spent)
+		if err != nil {
+			return l, err
+		}
+		l.Lease, l.ExpiresAt = nl, msTime(s.now().Add(ttl).UnixMilli())
+		return l, nil
+	})
+}
+
+// ReleaseLease closes a lease with the node's total spend. Releasing a closed lease changes
+// nothing and returns it as it is, so an edge may retry a release safely.
+func (s *Store) ReleaseLease(ctx context.Context, leaseID string, spent int64) (store.Lease, error) {
+	return s.changeLease(ctx, leaseID, func(_ store.Account, l store.Lease) (store.Lease, error) {
+		if l.State != ledger.LeaseOpen {
+			return l, nil
+		}
+		nl, err := l.Release(spent)
+		if err != nil {
+			return l, err
+		}
+		// The reaper's grace runs from the release: what has not settled by then is reclaimed.
+		l.Lease, l.ExpiresAt = nl, msTime(s.now().UnixMilli())
+		return l, nil
+	})
+}
+
+// ReapLeases reclaims open leases, and released ones still holding a reservation, whose
+// expiry is more than grace ago. A released lease whose spend has fully settled is finished
+// and stays as it is.
+func (s *Store) ReapLeases(ctx context.Context, grace time.Duration, limit int) (int, error) {
+	cutoff := s.now().Add(-grace).UnixMilli()
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM leases
+		WHERE (state = 'open' OR (state = 'released' AND reservation > 0)) AND expires_ms < $1
+		ORDER BY expires_ms LIMIT $2`, cutoff, limit)
+	if err != nil {
+		return 0, fmt.Errorf("query expired leases: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("scan lease id: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Close(); err != nil {
+		return 0, fmt.Errorf("query expired leases: %w", err)
+	}
+	n := 0
+	for _, id := range ids {
+		reaped := false
+		_, err := s.changeLease(ctx, id, func(_ store.Account, l store.Lease) (store.Lease, error) {
+			// Re-check under the lock: an extend may have refreshed it meanwhile.
+			if l.State == ledger.LeaseExpired || l.Reservation == 0 && l.State == ledger.LeaseReleased ||
+				l.ExpiresAt.UnixMilli() >= cutoff {
+				return l, nil
+			}
+			nl, err := l.Reap()
+			if err != nil {
+				return l, err
+			}
+			reaped, l.Lease = true, nl
+			return l, nil
+		})
+		if err != nil {
+			return n, fmt.Errorf("reap lease %s: %w", id, err)
+		}
+		if reaped {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,209 @@
+// Package sqlstore implements store.Store over database/sql with SQL that runs unchanged on
+// PostgreSQL and SQLite ($n placeholders, ON CONFLICT, RETURNING, CASE instead of LEAST). The
+// only differences live in Dialect. store/sqlite and store/postgres open the connections and
+// pick the dialect; everything else is here, so both databases run the same statements.
+//
+// Concurrency: every write runs in one transaction. On PostgreSQL (READ COMMITTED) rows that
+// a transaction reads to compute an update are locked with FOR UPDATE, always in the order
+// account → its leases → its lots, accounts in id order, so several ledgerd instances on one
+// database neither lose updates nor (outside of bugs) deadlock. On SQLite, transactions start
+// with BEGIN IMMEDIATE on a single writer connection and are therefore serialized.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"tollgate/ledgerd/internal/ledger"
+	"tollgate/ledgerd/internal/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Dialect holds what differs between the databases.
+type Dialect struct {
+	Name string
+	// ForUpdate is appended to a SELECT of rows the transaction will update: " FOR UPDATE"
+	// on PostgreSQL; "" on SQLite, whose write transactions are serialized anyway.
+	ForUpdate string
+	// MigrationLock runs first in the migration transaction so instances starting together
+	// do not race; "" when transactions are serialized anyway.
+	MigrationLock string
+}
+
+// Options configure a Store.
+type Options struct {
+	// Write is the pool for transactions. SQLite: exactly one connection.
+	Write *sql.DB
+	// Read is the pool for plain reads; may be the same as Write.
+	Read    *sql.DB
+	Dialect Dialect
+	Logger  *slog.Logger
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// Store is the SQL ledger store. Safe for concurrent use.
+type Store struct {
+	w, r    *sql.DB
+	d       Dialect
+	log     *slog.Logger
+	now     func() time.Time
+	closeFn func() error
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New applies pending migrations and returns the store. closeFn closes the pools.
+func New(ctx context.Context, o Options, closeFn func() error) (*Store, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{w: o.Write, r: o.Read, d: o.Dialect, log: o.Logger, now: o.Now, closeFn: closeFn}
+	if err := s.migrate(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the connection pools. Idempotent.
+func (s *Store) Close() error {
+	if s.closeFn == nil {
+		return nil
+	}
+	f := s.closeFn
+	s.closeFn = nil
+	return f()
+}
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.r.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("ping %s: %w", s.d.Name, err)
+	}
+	return nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("list migrations: %w", err)
+	}
+	sort.Strings(names)
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if s.d.MigrationLock != "" {
+			if _, err := tx.ExecContext(ctx, s.d.MigrationLock); err != nil {
+				return fmt.Errorf("lock migrations: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		for _, name := range names {
+			v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
+			if err != nil {
+				return fmt.Errorf("migration %s: version: %w", name, err)
+			}
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = $1`, v).Scan(&n); err != nil {
+				return fmt.Errorf("read schema_migrations: %w", err)
+			}
+			if n > 0 {
+				continue
+			}
+			body, err := migrations.ReadFile(name)
+			if err != nil {
+				return fmt.Errorf("read %s: %w", name, err)
+			}
+			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+				return fmt.Errorf("apply %s: %w", name, err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)`,
+				v, s.now().UnixMilli()); err != nil {
+				return fmt.Errorf("record %s: %w", name, err)
+			}
+			s.log.Info("migration_applied", "db", s.d.Name, "version", v)
+		}
+		return nil
+	})
+}
+
+// errRetry asks inTxRetry to run the transaction again: a concurrent transaction claimed the
+// same idempotency key first, and the next attempt will find its result.
+var errRetry = errors.New("retry transaction")
+
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) inTxRetry(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	for attempt := 0; ; attempt++ {
+		err := s.inTx(ctx, fn)
+		if !errors.Is(err, errRetry) || attempt == 2 {
+			return err
+		}
+	}
+}
+
+// newID is a type prefix and a UUIDv7 in hex: unique, opaque, and time-ordered.
+func newID(prefix string) string {
+	u := uuid.Must(uuid.NewV7())
+	return prefix + "_" + hex.EncodeToString(u[:])
+}
+
+func msTime(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+func invariant(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ledger.ErrInvariant, fmt.Sprintf(format, args...))
+}
+
+// queryer is what both *sql.Tx and *sql.DB offer.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func execOne(ctx context.Context, q queryer, query string, args ...any) error {
+	res, err := q.ExecContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return invariant("%d rows changed, want 1: %s", n, strings.Fields(query)[0:3])
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+// Package store is the ledger's persistence: the interface the services use and the domain
+// types that cross it. Implementations: store/sqlite (embedded, default) and store/postgres
+// (production), both over the shared SQL in store/sqlstore, and both run by one test suite
+// (store/storetest).
+//
+// Every method that changes money runs in one database transaction that writes the journal
+// postings, the materialized balances and any idempotency record together.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"tollgate/ledgerd/internal/ledger"
+)
+
+// Expected conditions. Callers map them to API errors.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: an idempotency key (order_id, refund_id) was reused with a different request.
+	ErrConflict = errors.New("idempotency key reused with a different request")
+	// ErrSuspended: the account is suspended and cannot take leases.
+	ErrSuspended = errors.New("account suspended")
+	// ErrInsufficient and ErrLeaseClosed are the ledger's own refusals.
+	ErrInsufficient = ledger.ErrInsufficient
+	ErrLeaseClosed  = ledger.ErrLeaseClosed
+)
+
+// Account statuses.
+const (
+	StatusActive    = "active"
+	StatusSuspended = "suspended"
+)
+
+// Account is a customer account. Balance is the settled balance (the projection of the
+// account's journal postings); Reserved is the sum of its leases' reservations.
+type Account struct {
+	ID        string
+	Name      string
+	Status    string
+	Balance   int64 // µcr
+	Reserved  int64 // µcr
+	CreatedAt time.Time
+}
+
+// Available is what new leases and refunds may use: balance − reserved.
+func (a Account) Available() int64 { return a.Balance - a.Reserved }
+
+// Key is an API key's record. The secret is never stored: only its SHA-256 (hex).
+type Key struct {
+	ID            string
+	AccountID     string
+	Name          string
+	Prefix        string // first characters of the secret, to recognize it in listings
+	RateLimitRPM  int    // 0: no limit
+	CreatedAt     time.Time
+	RevokedAt     time.Time // zero while active
+	AccountStatus string    // filled by KeyByHash
+}
+
+// NewKey is a key to insert; the caller generated the secret and hashed it.
+type NewKey struct {
+	AccountID string
+	Name      string
+	Hash      string // SHA-256 of the secret, lowercase hex
+	Prefix    string
+}
+
+// TopUp adds credit to an account as one lot. Idempotent by OrderID across all accounts.
+type TopUp struct {
+	AccountID string
+	OrderID   string
+	Plan      string // plan id when bought by plan, else ""
+	Credits   int64  // whole credits
+	MicroUSD  int64  // paid; 0 for a promotional grant
+	Method    string // payment method, the cash ledger account's suffix ("admin")
+}
+
+// TopUpResult is the outcome of a top-up; a replay returns the original one.
+type TopUpResult struct {
+	ID           string
+	OrderID      string
+	Credits      int64
+	MicroUSD     int64
+	BalanceAfter int64 // µcr, right after this top-up
+}
+
+// Refund returns unused credit (newest lots first, at their purchase price). Idempotent by
+// RefundID across all accounts.
+type Refund struct {
+	AccountID    string
+	RefundID     string
+	Microcredits int64 // ignored when AllUnused
+	AllUnused    bool  // refund everything available
+	Reason       string
+}
+
+// RefundResult is the outcome of a refund; a replay returns the original one.
+type RefundResult struct {
+	ID           string
+	RefundID     string
+	Microcredits int64
+	MicroUSD     int64 // owed back to the customer
+	BalanceAfter int64
+}
+
+// Entry is one statement line: one journal transaction as it touched the customer.
+type Entry struct {
+	ID      string // journal transaction id
+	Time    time.Time
+	Kind    string // ledger.Kind*
+	Amount  int64  // µcr, signed
+	Balance int64  // µcr, running balance after this entry
+	Ref     string // order id, refund id, or the settlement batch's Kafka range
+}
+
+// Lease is a credit lease as stored.
+type Lease struct {
+	ID        string
+	AccountID string
+	EdgeID    string
+	ledger.Lease
+	ExpiresAt time.Time
+	// AccountAvailable is the account's available credit right after the call that returned
+	// this lease.
+	AccountAvailable int64
+}
+
+// LeaseGrant asks for a new lease: grant min(Want, available) if that is at least Min.
+type LeaseGrant struct {
+	AccountID string
+	EdgeID    string
+	Want      int64
+	Min       int64
+	TTL       time.Duration
+}
+
+// Usage is the part of a usage record settlement needs.
+type Usage struct {
+	RequestID string
+	AccountID string
+	LeaseID   string // "" when the request used no lease
+	Cost      int64  // µcr
+}
+
+// Batch is one settlement batch. Offsets are the next offsets to read per partition of
+// Topic, stored in the same transaction as the charges.
+type Batch struct {
+	Group   string
+	Topic   string
+	Usage   []Usage
+	Offsets map[int]int64
+	Ref     string // human-readable Kafka range, shown in statements
+}
+
+// SettleResult counts what a batch did.
+type SettleResult struct {
+	Settled      int   // records applied now
+	Duplicates   int   // records already settled before (or twice in the batch)
+	Microcredits int64 // total charged now
+	Accounts     int   // usage journal transactions written
+}
+
+// Store is the ledger's persistence. Implementations are safe for concurrent use.
+type Store interface {
+	CreateAccount(ctx context.Context, name string) (Account, error)
+	Account(ctx context.Context, id string) (Account, error)
+	SetAccountStatus(ctx context.Context, id, status string) (Account, error)
+
+	InsertKey(ctx context.Context, k NewKey) (Key, error)
+	Keys(ctx context.Context, accountID string) ([]Key, error)
+	RevokeKey(ctx context.Context, keyID string) error
+	KeyByHash(ctx context.Context, hash string) (Key, error)
+
+	// TopUp answers replayed=true with the original result when OrderID was used before with
+	// the same request, and ErrConflict when with a different one.
+	TopUp(ctx context.Context, t TopUp) (res TopUpResult, replayed bool, err error)
+	Refund(ctx context.Context, r Refund) (res RefundResult, replayed bool, err error)
+	// Statement lists entries with from ≤ time < to, oldest first, at most limit of them;
+	// more reports whether entries were left out.
+	Statement(ctx context.Context, accountID string, from, to time.Time, limit int) (entries []Entry, more bool, err error)
+
+	GrantLease(ctx context.Context, g LeaseGrant) (Lease, error)
+	ExtendLease(ctx context.Context, leaseID string, want, min, spent int64, ttl time.Duration) (Lease, error)
+	ReleaseLease(ctx context.Context, leaseID string, spent int64) (Lease, error)
+	// ReapLeases reclaims up to limit leases whose expiry is older than grace.
+	ReapLeases(ctx context.Context, grace time.Duration, limit int) (int, error)
+
+	// ExistingAccounts returns which of ids exist.
+	ExistingAccounts(ctx context.Context, ids []string) (map[string]bool, error)
+	// Offsets returns the stored next offset per partition for a consumer group and topic.
+	Offsets(ctx context.Context, group, topic string) (map[int]int64, error)
+	// Settle applies a batch at most once per request id and stores its offsets, atomically.
+	Settle(ctx context.Context, b Batch) (SettleResult, error)
+	// PruneSettled forgets settled request ids older than before, returning how many.
+	PruneSettled(ctx context.Context, before time.Time) (int64, error)
+
+	// LedgerAccounts returns the materialized balances of the non-customer ledger accounts
+	// (cash:<method>, revenue, bonus, refunds), in µcr.
+	LedgerAccounts(ctx context.Context) (map[string]int64, error)
+	// Check audits the books: every journal transaction sums to zero, every materialized
+	// balance equals its postings, reservations equal their leases, lots match balances.
+	// A failure wraps ledger.ErrInvariant.
+	Check(ctx context.Context) error
+	Ping(ctx context.Context) error
+	Close() error
+}

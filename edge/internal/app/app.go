@@ -1,0 +1,330 @@
+// Package app wires the edge together and owns its lifecycle: it builds every part from the
+// configuration, serves the client API and the operator listener, and shuts down in a fixed
+// order (see Run).
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+
+	"tollgate/edge/internal/admit/balance"
+	"tollgate/edge/internal/auth"
+	"tollgate/edge/internal/config"
+	"tollgate/edge/internal/ledger"
+	"tollgate/edge/internal/metrics"
+	"tollgate/edge/internal/proxy"
+	"tollgate/edge/internal/sink/memq"
+	"tollgate/pkg/bus"
+	"tollgate/pkg/pricing"
+	"tollgate/pkg/usage"
+)
+
+// App is a running edge node.
+type App struct {
+	cfg config.Config
+	log *slog.Logger
+
+	prices   atomic.Pointer[pricing.Table]
+	ledger   *ledger.Client
+	auth     *auth.Authenticator
+	admitter *balance.Admitter
+	producer *bus.Producer
+	queue    *memq.Queue
+	metrics  *metrics.Edge
+	proxy    *proxy.Proxy
+
+	server *fasthttp.Server
+	ops    *http.Server
+	ln     net.Listener
+	opsLn  net.Listener
+	ready  atomic.Bool
+}
+
+// New builds the edge and binds its listeners, so a taken port fails here rather than later.
+func New(cfg config.Config, log *slog.Logger) (*App, error) {
+	a := &App{cfg: cfg, log: log}
+	if err := a.ReloadPrices(); err != nil {
+		return nil, err
+	}
+	a.metrics = metrics.New()
+	a.ledger = ledger.New(ledger.Config{URL: cfg.Ledger.URL, Secret: cfg.Ledger.Secret, Timeout: cfg.Ledger.Timeout})
+
+	var err error
+	a.auth, err = auth.New(auth.Config{TTL: cfg.Ledger.KeyTTL, NegativeTTL: cfg.Ledger.KeyNegativeTTL,
+		Timeout: cfg.Ledger.Timeout, CacheMax: cfg.Ledger.KeyCacheMax}, a.ledger, log)
+	if err != nil {
+		return nil, err
+	}
+	a.admitter, err = balance.New(balance.Config{TTL: cfg.Ledger.BalanceTTL, Timeout: cfg.Ledger.Timeout,
+		CacheMax: cfg.Ledger.AccountCacheMax}, a.ledger, log)
+	if err != nil {
+		a.auth.Close()
+		return nil, err
+	}
+
+	a.producer = bus.NewProducer(bus.ProducerConfig{Brokers: cfg.Kafka.Brokers, Topic: usage.Topic,
+		BatchSize: cfg.Records.BatchMax, BatchTimeout: cfg.Records.Linger, WriteTimeout: cfg.Kafka.WriteTimeout})
+	a.queue = memq.New(memq.Config{
+		QueueMax: cfg.Records.QueueMax,
+		BatchMax: cfg.Records.BatchMax,
+		Ensure: func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, cfg.Kafka.WriteTimeout)
+			defer cancel()
+			return bus.EnsureTopics(ctx, cfg.Kafka.Brokers, cfg.Kafka.Partitions, usage.Topic)
+		},
+	}, a.producer, log)
+	a.metrics.WatchQueue(a.queue)
+
+	a.proxy, err = proxy.New(proxy.Config{
+		EdgeID:                   cfg.EdgeID,
+		UpstreamURL:              cfg.Upstream.URL,
+		UpstreamKeys:             cfg.Upstream.Keys,
+		UpstreamDialTimeout:      cfg.Upstream.DialTimeout,
+		UpstreamWriteTimeout:     cfg.Upstream.WriteTimeout,
+		UpstreamReadTimeout:      cfg.Upstream.ReadTimeout,
+		UpstreamConnsMax:         cfg.Upstream.ConnsMax,
+		UpstreamConnWaitTimeout:  cfg.Upstream.ConnWaitTimeout,
+		UpstreamIdleConnTimeout:  cfg.Upstream.IdleConnTimeout,
+		UpstreamResponseBytesMax: cfg.Upstream.ResponseBytesMax,
+		BodyBytesMax:             cfg.Server.BodyBytesMax,
+		DrainTimeout:             cfg.Upstream.DrainTimeout,
+		DrainsMax:                cfg.Upstream.DrainsMax,
+		LedgerTimeout:            cfg.Ledger.Timeout,
+	}, proxy.Deps{
+		Auth:     a.auth,
+		Admitter: a.admitter,
+		Prices:   &a.prices,
+		Sink:     a.queue,
+		Balances: a.ledger,
+		Metrics:  a.metrics,
+		Log:      log,
+	})
+	if err != nil {
+		a.closeParts()
+		return nil, err
+	}
+
+	// Every option explicitly: fasthttp treats several zero values as "unlimited".
+	a.server = &fasthttp.Server{
+		Handler:                       a.proxy.Handle,
+		ErrorHandler:                  a.proxy.HandleError,
+		Logger:                        fasthttpLogger{log},
+		Concurrency:                   cfg.Server.ConnsMax,
+		ReadBufferSize:                cfg.Server.HeaderBytesMax,
+		WriteBufferSize:               16 << 10,
+		ReadTimeout:                   cfg.Server.ReadTimeout,
+		WriteTimeout:                  cfg.Server.WriteTimeout,
+		IdleTimeout:                   cfg.Server.IdleTimeout,
+		MaxRequestBodySize:            cfg.Server.BodyBytesMax,
+		MaxRequestsPerConn:            0,
+		DisableKeepalive:              false,
+		TCPKeepalive:                  true,
+		CloseOnShutdown:               true,
+		StreamRequestBody:             false,
+		ReduceMemoryUsage:             false,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultServerHeader:         true,
+		NoDefaultContentType:          true,
+		DisableHeaderNamesNormalizing: false,
+		SecureErrorLogMessage:         true,
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}))
+	a.ops = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
+
+	if a.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		a.closeParts()
+		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	if a.opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+		a.ln.Close()
+		a.closeParts()
+		return nil, fmt.Errorf("listen %s: %w", cfg.OpsAddr, err)
+	}
+	return a, nil
+}
+
+// Addr is the client API's listen address (useful with port 0).
+func (a *App) Addr() string { return a.ln.Addr().String() }
+
+// OpsAddr is the operator listener's address.
+func (a *App) OpsAddr() string { return a.opsLn.Addr().String() }
+
+// ReloadPrices loads the price table (the configured file, else the embedded default) and
+// swaps it in; requests already admitted keep the table they started with. On error the
+// current table stays.
+func (a *App) ReloadPrices() error {
+	var t *pricing.Table
+	var err error
+	if a.cfg.PricesFile == "" {
+		t, err = pricing.Default()
+	} else {
+		var data []byte
+		data, err = os.ReadFile(a.cfg.PricesFile)
+		if err != nil {
+			return fmt.Errorf("read price table: %w", err)
+		}
+		t, err = pricing.Load(data)
+	}
+	if err != nil {
+		return err
+	}
+	a.prices.Store(t)
+	a.log.Info("prices_loaded", "version", t.Version(), "file", a.cfg.PricesFile)
+	return nil
+}
+
+// Run serves until ctx ends, then shuts down gracefully. The order matters and is:
+//
+//  1. Report not ready and answer new requests on kept-alive connections with 503, so the
+//     balancer moves traffic away.
+//  2. Stop accepting connections and wait, up to ShutdownTimeout, for in-flight requests and
+//     streams to finish — abandoned streams being drained and billed included.
+//  3. Flush the usage records to Kafka, up to FlushTimeout; records that cannot be shipped
+//     are written to the log (memq). Records of streams still running past step 2 are
+//     logged the same way.
+//  4. Close the Kafka producer, caches and connections.
+//
+// It returns the first serving error, or the flush error.
+func (a *App) Run(ctx context.Context) error {
+	shipCtx, stopShip := context.WithCancel(context.Background())
+	defer stopShip()
+	shipped := make(chan struct{})
+	go func() {
+		defer close(shipped)
+		_ = a.queue.Run(shipCtx)
+	}()
+	serveErr := make(chan error, 2)
+	go func() {
+		if err := a.server.Serve(a.ln); err != nil {
+			serveErr <- fmt.Errorf("serve client API: %w", err)
+		}
+	}()
+	go func() {
+		if err := a.ops.Serve(a.opsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- fmt.Errorf("serve operator listener: %w", err)
+		}
+	}()
+	a.ready.Store(true)
+	a.log.Info("edge_started", "addr", a.Addr(), "ops_addr", a.OpsAddr(), "edge_id", a.cfg.EdgeID,
+		"upstream", a.cfg.Upstream.URL, "upstream_keys", len(a.cfg.Upstream.Keys))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-serveErr:
+		a.log.Error("serve_failed", "error", runErr)
+	}
+
+	a.log.Info("edge_stopping")
+	a.ready.Store(false)
+	a.proxy.BeginShutdown()
+
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout)
+	if err := a.server.ShutdownWithContext(sctx); err != nil {
+		a.log.Warn("requests_still_running_at_shutdown", "error", err)
+	}
+	cancel()
+
+	fctx, cancel := context.WithTimeout(context.Background(), a.cfg.Records.FlushTimeout)
+	if err := a.queue.Close(fctx); err != nil {
+		a.log.Error("records_flush_incomplete", "error", err)
+		runErr = errors.Join(runErr, err)
+	}
+	cancel()
+	stopShip()
+	<-shipped
+
+	octx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_ = a.ops.Shutdown(octx)
+	cancel()
+	a.closeParts()
+	a.log.Info("edge_stopped", "records_shipped", a.queue.Shipped())
+	return runErr
+}
+
+// closeParts closes what New built, in dependency order.
+func (a *App) closeParts() {
+	if a.proxy != nil {
+		a.proxy.Close()
+	}
+	if a.producer != nil {
+		if err := a.producer.Close(); err != nil {
+			a.log.Warn("close_producer_failed", "error", err)
+		}
+	}
+	if a.admitter != nil {
+		a.admitter.Close()
+	}
+	if a.auth != nil {
+		a.auth.Close()
+	}
+	if a.ledger != nil {
+		a.ledger.Close()
+	}
+}
+
+// readyz answers 200 when this node should get traffic: it is serving, ledgerd answers,
+// a Kafka broker accepts connections and the record queue has room.
+func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	reason := ""
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	switch {
+	case !a.ready.Load():
+		reason = "not serving"
+	case a.queue.Len() >= int64(a.cfg.Records.QueueMax):
+		reason = "usage record queue full"
+	default:
+		if err := a.ledger.Ping(ctx); err != nil {
+			reason = "ledgerd unreachable"
+		} else if err := a.pingKafka(ctx); err != nil {
+			reason = "kafka unreachable"
+		}
+	}
+	if reason != "" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, `{"status":"not_ready","reason":%q}`, reason)
+		return
+	}
+	_, _ = w.Write([]byte(`{"status":"ready"}`))
+}
+
+// pingKafka succeeds when any broker accepts a TCP connection.
+func (a *App) pingKafka(ctx context.Context) error {
+	var d net.Dialer
+	var errs []error
+	for _, b := range a.cfg.Kafka.Brokers {
+		c, err := d.DialContext(ctx, "tcp", b)
+		if err == nil {
+			return c.Close()
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// fasthttpLogger sends fasthttp's own messages (connection-level errors) to slog at debug
+// level: at info they would be a per-request log line under attack.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("fasthttp", "message", fmt.Sprintf(format, args...))
+}

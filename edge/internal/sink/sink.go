@@ -1,0 +1,22 @@
+// Package sink is where the edge puts usage records: off the request path, on their way to
+// Kafka (topic usage.v1, key = account id). The request path sees only Sink; stage 1 ships
+// from a bounded in-memory queue (sink/memq), the next stage from an on-disk WAL.
+//
+// The contract that keeps every served request billed: a request reserves room for its
+// record before it is forwarded, and is refused (503) when there is none. A reservation is
+// then either used by exactly one Append or given back with Release, so Append never has
+// to drop a record or block.
+package sink
+
+import "tollgate/pkg/usage"
+
+// Sink takes usage records. Implementations are safe for concurrent use.
+type Sink interface {
+	// Reserve claims room for one record. False means the sink is full: refuse the request.
+	Reserve() bool
+	// Append hands over the record of a request that holds a reservation, using it up. It
+	// never blocks and never drops; rec is not retained.
+	Append(rec *usage.Record)
+	// Release gives back a reservation that no record will use.
+	Release()
+}

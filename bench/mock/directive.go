@@ -153,7 +153,7 @@ func findDirective(text string) (args string, found bool) {
 // Strings in the result never alias args.
 func parseDirective(args string) (directive, error) {
 	var d directive
-	for _, field := range strings.Fields(args) {
+	for field := range strings.FieldsSeq(args) {
 		name, value, ok := strings.Cut(field, "=")
 		if !ok {
 			return directive{}, fmt.Errorf("%q: want key=value", field)

@@ -154,11 +154,7 @@ func parseRequest(body []byte, needMaxTokens bool) (request, *apiError) {
 	}
 	r.model = answeredModel(r.model) // clones: r.model aliased the body until here
 
-	args, found := "", false
-	eachText(lastUser, func(text string) bool {
-		args, found = findDirective(text)
-		return !found
-	})
+	args, found := directiveIn(lastUser)
 	if found {
 		d, err := parseDirective(args)
 		if err != nil {
@@ -169,37 +165,63 @@ func parseRequest(body []byte, needMaxTokens bool) (request, *apiError) {
 	return r, nil
 }
 
-// contentBytes counts the text bytes of a content value: a string, or text blocks and
-// tool_result contents in a block list.
+// The walks below avoid recursion and function parameters on purpose: either makes the
+// compiler move their closures' variables to the heap, which doubled the allocations per
+// request.
+
+// contentBytes counts the text bytes of a content value: a string, or the text blocks and
+// tool_result contents of a block list.
 func contentBytes(content gjson.Result) int {
+	if content.Type == gjson.String {
+		return len(content.Str)
+	}
 	n := 0
-	eachText(content, func(text string) bool {
-		n += len(text)
+	content.ForEach(func(_, block gjson.Result) bool {
+		typ, text, inner := blockFields(block)
+		switch {
+		case typ == "text":
+			n += len(text.Str)
+		case typ == "tool_result" && inner.Type == gjson.String:
+			n += len(inner.Str)
+		case typ == "tool_result":
+			inner.ForEach(func(_, b gjson.Result) bool {
+				if typ, text, _ := blockFields(b); typ == "text" {
+					n += len(text.Str)
+				}
+				return true
+			})
+		}
 		return true
 	})
 	return n
 }
 
-// eachText calls f with each text of a content value (a string or a list of blocks) until f
-// returns false. Text blocks count, and so does the content of tool_result blocks.
-func eachText(content gjson.Result, f func(string) bool) {
-	switch {
-	case content.Type == gjson.String:
-		f(content.Str)
-	case content.IsArray():
-		content.ForEach(func(_, block gjson.Result) bool {
-			switch block.Get("type").Str {
-			case "text":
-				return f(block.Get("text").Str)
-			case "tool_result":
-				goOn := true
-				eachText(block.Get("content"), func(s string) bool {
-					goOn = f(s)
-					return goOn
-				})
-				return goOn
-			}
-			return true
-		})
+// directiveIn finds the directive in a content value: the string, or its text blocks.
+func directiveIn(content gjson.Result) (args string, found bool) {
+	if content.Type == gjson.String {
+		return findDirective(content.Str)
 	}
+	content.ForEach(func(_, block gjson.Result) bool {
+		if typ, text, _ := blockFields(block); typ == "text" {
+			args, found = findDirective(text.Str)
+		}
+		return !found
+	})
+	return args, found
+}
+
+// blockFields reads a content block's type, text and content in one pass.
+func blockFields(block gjson.Result) (typ string, text, content gjson.Result) {
+	block.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "type":
+			typ = v.Str
+		case "text":
+			text = v
+		case "content":
+			content = v
+		}
+		return true
+	})
+	return typ, text, content
 }

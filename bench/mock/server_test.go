@@ -655,6 +655,9 @@ func TestRecordsRequests(t *testing.T) {
 	require.Equal(t, "prompt-caching-2024-07-31,context-1m-2025-08-07", last.Get("anthropic-beta"))
 	require.Equal(t, "identity", last.Get("accept-encoding"))
 	require.Empty(t, last.Get("authorization"))
+	require.Equal(t, "application/json", last.Get("content-type"))
+	require.Equal(t, strings.TrimPrefix(base, "http://"), last.Get("host"))
+	require.Equal(t, fmt.Sprint(len(body)), last.Get("content-length"))
 	require.Equal(t, body, string(last.Body))
 
 	all := srv.Requests()

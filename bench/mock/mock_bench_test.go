@@ -8,6 +8,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/stretchr/testify/require"
 	"github.com/valyala/fasthttp"
 )
 
@@ -97,4 +98,17 @@ func BenchmarkServer(b *testing.B) {
 			})
 		})
 	}
+}
+
+// TestHandlerAllocs holds the non-streaming cache-hit path to its allocation budget: the
+// mock must stay cheap next to the edge it load-tests.
+func TestHandlerAllocs(t *testing.T) {
+	s := New(Config{RecordMax: -1}, nil)
+	req := benchRequest(false)
+	var ctx fasthttp.RequestCtx
+	allocs := testing.AllocsPerRun(200, func() {
+		ctx.Init(req, nil, nil)
+		s.handle(&ctx)
+	})
+	require.LessOrEqual(t, allocs, 8.0, "allocations per request")
 }

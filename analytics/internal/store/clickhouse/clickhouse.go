@@ -70,23 +70,37 @@ var (
 	_ store.Reports = (*Store)(nil)
 )
 
-// Open parses the DSN and builds the connection pool. It does not contact the server; use
-// Ping or ApplySchema for that.
-func Open(cfg Config, log *slog.Logger) (*Store, error) {
-	cfg.setDefaults()
-	opts, err := ch.ParseDSN(cfg.DSN)
+// CheckDSN reports whether dsn is one Open accepts.
+func CheckDSN(dsn string) error {
+	_, _, err := parseDSN(dsn)
+	return err
+}
+
+func parseDSN(dsn string) (*ch.Options, string, error) {
+	opts, err := ch.ParseDSN(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parse clickhouse dsn: %w", err)
+		return nil, "", fmt.Errorf("parse clickhouse dsn: %w", err)
 	}
 	if opts.Protocol != ch.Native {
-		return nil, errors.New("parse clickhouse dsn: only the native protocol (clickhouse://host:9000) is supported")
+		return nil, "", errors.New("parse clickhouse dsn: only the native protocol (clickhouse://host:9000) is supported")
 	}
 	db := opts.Auth.Database
 	if db == "" {
 		db = DefaultDatabase
 	}
 	if !dbNameRe.MatchString(db) {
-		return nil, fmt.Errorf("parse clickhouse dsn: database name %q: want letters, digits and _", db)
+		return nil, "", fmt.Errorf("parse clickhouse dsn: database name %q: want letters, digits and _", db)
+	}
+	return opts, db, nil
+}
+
+// Open parses the DSN and builds the connection pool. It does not contact the server; use
+// Ping or ApplySchema for that.
+func Open(cfg Config, log *slog.Logger) (*Store, error) {
+	cfg.setDefaults()
+	opts, db, err := parseDSN(cfg.DSN)
+	if err != nil {
+		return nil, err
 	}
 	// Connect without a database: the server refuses a handshake naming one that does not
 	// exist yet, and ApplySchema creates it. Every query names the database instead.

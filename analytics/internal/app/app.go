@@ -1,0 +1,237 @@
+// Package app wires the analytics service: configuration, the ClickHouse store, the usage.v1
+// consumer and the HTTP API, and owns their start and shutdown order.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"tollgate/analytics/internal/api"
+	"tollgate/analytics/internal/consume"
+	"tollgate/analytics/internal/store/clickhouse"
+	"tollgate/pkg/bus"
+	"tollgate/pkg/usage"
+)
+
+// Config is the whole configuration. Defaults come from DefaultConfig.
+type Config struct {
+	// ClickHouseDSN: clickhouse://host:native_port/database[?settings]. Native protocol only.
+	ClickHouseDSN string
+	// KafkaBrokers are the bootstrap brokers.
+	KafkaBrokers []string
+	// KafkaGroup is the consumer group on usage.v1. Default: "analytics".
+	KafkaGroup string
+	// KafkaPartitions is used only to create usage.v1 and usage.dlq.v1 when they are missing.
+	KafkaPartitions int
+	// ListenAddr serves /healthz, /readyz, /metrics and the /v1 queries.
+	ListenAddr string
+	// AdminToken guards /v1/*; empty leaves them open.
+	AdminToken string
+	// BatchRowsMax and BatchLinger: a batch is stored when it has this many records or this
+	// long after its first, whichever comes first.
+	BatchRowsMax int
+	BatchLinger  time.Duration
+	// CreditPriceMicroUSD values charged credits in USD for margin figures.
+	CreditPriceMicroUSD int64
+	// ShutdownTimeout bounds the HTTP server's graceful stop.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults (DESIGN §7 ports).
+func DefaultConfig() Config {
+	return Config{
+		ClickHouseDSN:       "clickhouse://127.0.0.1:19000/tollgate",
+		KafkaBrokers:        []string{"127.0.0.1:9092"},
+		KafkaGroup:          "analytics",
+		KafkaPartitions:     8,
+		ListenAddr:          "127.0.0.1:8095",
+		BatchRowsMax:        20000,
+		BatchLinger:         time.Second,
+		CreditPriceMicroUSD: 5000,
+		ShutdownTimeout:     10 * time.Second,
+	}
+}
+
+// Validate checks the whole configuration and reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if err := clickhouse.CheckDSN(c.ClickHouseDSN); err != nil {
+		errs = append(errs, fmt.Errorf("clickhouse_dsn: %w", err))
+	}
+	if len(c.KafkaBrokers) == 0 {
+		errs = append(errs, errors.New("kafka_brokers: empty"))
+	}
+	for _, b := range c.KafkaBrokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			errs = append(errs, fmt.Errorf("kafka_brokers: %q: %w", b, err))
+		}
+	}
+	if c.KafkaGroup == "" {
+		errs = append(errs, errors.New("kafka_group: empty"))
+	}
+	if c.KafkaPartitions < 1 || c.KafkaPartitions > 10000 {
+		errs = append(errs, fmt.Errorf("kafka_partitions: %d not in [1, 10000]", c.KafkaPartitions))
+	}
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+		errs = append(errs, fmt.Errorf("listen_addr: %w", err))
+	}
+	// The upper bound keeps one batch's memory (≈1 KiB per record) and insert size sane.
+	if c.BatchRowsMax < 1 || c.BatchRowsMax > 1_000_000 {
+		errs = append(errs, fmt.Errorf("batch_rows_max: %d not in [1, 1000000]", c.BatchRowsMax))
+	}
+	if c.BatchLinger <= 0 || c.BatchLinger > time.Minute {
+		errs = append(errs, fmt.Errorf("batch_linger: %s not in (0, 1m]", c.BatchLinger))
+	}
+	if c.CreditPriceMicroUSD <= 0 {
+		errs = append(errs, fmt.Errorf("credit_price_microusd: %d must be positive", c.CreditPriceMicroUSD))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("shutdown_timeout: %s must be positive", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// App is the running service.
+type App struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	metrics  *consume.Metrics
+	store    *clickhouse.Store
+	listener net.Listener
+	server   *http.Server
+	schemaOK atomic.Bool
+}
+
+// New validates cfg, opens the store (lazily connecting) and binds the listener, so a port
+// conflict fails at start rather than later.
+func New(cfg Config, log *slog.Logger) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := consume.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := clickhouse.Open(clickhouse.Config{DSN: cfg.ClickHouseDSN}, log)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	a := &App{cfg: cfg, log: log, reg: reg, metrics: m, store: st, listener: ln}
+	h := api.New(api.Config{AdminToken: cfg.AdminToken, CreditPriceMicroUSD: cfg.CreditPriceMicroUSD},
+		st, a.ready, reg, log)
+	a.server = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute, // reports over long ranges take a while
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	return a, nil
+}
+
+// Addr is the address the HTTP server listens on.
+func (a *App) Addr() string { return a.listener.Addr().String() }
+
+func (a *App) ready(ctx context.Context) error {
+	if !a.schemaOK.Load() {
+		return errors.New("schema not applied yet (waiting for ClickHouse)")
+	}
+	return a.store.Ping(ctx)
+}
+
+// Run serves until ctx ends. Order: HTTP first (health answers at once, readiness once the
+// schema is applied); then schema and topics, retried until ClickHouse and Kafka answer; then
+// the consumer. Shutdown: stop the consumer (its batch in progress stays uncommitted and is
+// redelivered), leave the group, close the DLQ producer, stop HTTP, close ClickHouse.
+func (a *App) Run(ctx context.Context) error {
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- a.server.Serve(a.listener) }()
+	a.log.Info("analytics_listening", "addr", a.Addr(), "database", a.store.Database())
+
+	runErr := a.consume(ctx)
+
+	shutCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := a.server.Shutdown(shutCtx); err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("stop http: %w", err))
+	}
+	if err := <-httpErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		runErr = errors.Join(runErr, fmt.Errorf("serve http: %w", err))
+	}
+	if err := a.store.Close(); err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("close clickhouse: %w", err))
+	}
+	return runErr
+}
+
+func (a *App) consume(ctx context.Context) error {
+	if !a.retry(ctx, "apply_schema", a.store.ApplySchema) {
+		return nil
+	}
+	a.schemaOK.Store(true)
+	ensure := func(ctx context.Context) error {
+		return bus.EnsureTopics(ctx, a.cfg.KafkaBrokers, a.cfg.KafkaPartitions, usage.Topic, usage.TopicDLQ)
+	}
+	if !a.retry(ctx, "ensure_topics", ensure) {
+		return nil
+	}
+	src := bus.NewConsumer(bus.ConsumerConfig{Brokers: a.cfg.KafkaBrokers, Topic: usage.Topic,
+		Group: a.cfg.KafkaGroup, MaxWait: 250 * time.Millisecond})
+	dlq := bus.NewProducer(bus.ProducerConfig{Brokers: a.cfg.KafkaBrokers, Topic: usage.TopicDLQ})
+	c := consume.New(consume.Config{BatchRowsMax: a.cfg.BatchRowsMax, BatchLinger: a.cfg.BatchLinger},
+		src, a.store, dlq, a.metrics, a.log)
+	a.log.Info("analytics_consuming", "topic", usage.Topic, "group", a.cfg.KafkaGroup,
+		"brokers", strings.Join(a.cfg.KafkaBrokers, ","))
+	err := c.Run(ctx)
+	if cerr := src.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("close consumer: %w", cerr))
+	}
+	if perr := dlq.Close(); perr != nil {
+		err = errors.Join(err, fmt.Errorf("close dlq producer: %w", perr))
+	}
+	return err
+}
+
+// retry runs f with backoff until it succeeds (true) or ctx ends (false).
+func (a *App) retry(ctx context.Context, step string, f func(context.Context) error) bool {
+	wait := 200 * time.Millisecond
+	for {
+		attemptCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := f(attemptCtx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		a.log.Warn("startup_step_failed", "step", step, "error", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}

@@ -102,7 +102,13 @@ func Decode(w http.ResponseWriter, r *http.Request, v any) error {
 func Bearer(token string, log *slog.Logger, next http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		const scheme = "Bearer "
+		h, got := r.Header.Get("Authorization"), ""
+		// The scheme is case-insensitive (RFC 9110 §11.1).
+		ok := len(h) > len(scheme) && strings.EqualFold(h[:len(scheme)], scheme)
+		if ok {
+			got = h[len(scheme):]
+		}
 		sum := sha256.Sum256([]byte(got))
 		if !ok || token == "" || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
 			WriteError(w, log, Errorf(http.StatusUnauthorized, TypeAuthentication, "missing or invalid bearer token"))

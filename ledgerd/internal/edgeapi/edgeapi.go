@@ -1,0 +1,213 @@
+// Package edgeapi serves the edge-facing internal API (pkg/ledgerapi): key lookup by hash,
+// account balance, and credit leases. Every call needs the shared secret as a bearer token.
+package edgeapi
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tollgate/ledgerd/internal/jsonapi"
+	"tollgate/ledgerd/internal/store"
+	"tollgate/pkg/ledgerapi"
+)
+
+// Limits on lease requests.
+const (
+	// LeaseMicrocreditsMax bounds want/min/spent in one call: 10⁶ credits ($5,000).
+	LeaseMicrocreditsMax = 1_000_000_000_000
+	EdgeIDBytesMax       = 128
+)
+
+// Config of the internal API.
+type Config struct {
+	Store  store.Store
+	Secret string // shared secret; required
+	// LeaseTTL is how long a lease lives without an extend. Default: 60s.
+	LeaseTTL time.Duration
+	Logger   *slog.Logger
+	// Registerer receives the lease metrics. Default: none registered.
+	Registerer prometheus.Registerer
+}
+
+type api struct {
+	Config
+	grants *prometheus.CounterVec
+}
+
+// New returns the handler for /internal/v1/….
+func New(cfg Config) http.Handler {
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 60 * time.Second
+	}
+	a := &api{Config: cfg, grants: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ledgerd_lease_calls_total",
+		Help: "Lease calls from edges by call and result (ok, insufficient, refused).",
+	}, []string{"call", "result"})}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(a.grants)
+	}
+	mux := http.NewServeMux()
+	route := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
+		mux.Handle(pattern, jsonapi.Handler(cfg.Logger, fn))
+	}
+	route("GET /internal/v1/keys/{hash}", a.key)
+	route("GET /internal/v1/accounts/{id}/balance", a.balance)
+	route("POST /internal/v1/leases", a.grant)
+	route("POST /internal/v1/leases/{lease_id}/extend", a.extend)
+	route("POST /internal/v1/leases/{lease_id}/release", a.release)
+	for _, p := range []string{"/internal/v1/keys/{hash}", "/internal/v1/accounts/{id}/balance", "/internal/v1/leases",
+		"/internal/v1/leases/{lease_id}/extend", "/internal/v1/leases/{lease_id}/release"} {
+		mux.Handle(p, jsonapi.MethodNotAllowed(cfg.Logger))
+	}
+	mux.Handle("/", jsonapi.NotFound(cfg.Logger))
+	return jsonapi.Bearer(cfg.Secret, cfg.Logger, mux)
+}
+
+func invalid(format string, args ...any) error {
+	return jsonapi.Errorf(http.StatusBadRequest, jsonapi.TypeInvalidRequest, format, args...)
+}
+
+func isLowerHex64(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *api) key(w http.ResponseWriter, r *http.Request) error {
+	hash := r.PathValue("hash")
+	if !isLowerHex64(hash) {
+		// Not a SHA-256: it cannot name a key. Same answer as an unknown key.
+		return jsonapi.Errorf(http.StatusNotFound, jsonapi.TypeNotFound, "unknown key")
+	}
+	k, err := a.Store.KeyByHash(r.Context(), hash)
+	if errors.Is(err, store.ErrNotFound) {
+		return jsonapi.Errorf(http.StatusNotFound, jsonapi.TypeNotFound, "unknown key")
+	}
+	if err != nil {
+		return err
+	}
+	jsonapi.WriteJSON(w, http.StatusOK, ledgerapi.Key{KeyID: k.ID, AccountID: k.AccountID, Revoked: !k.RevokedAt.IsZero(),
+		AccountStatus: k.AccountStatus, RateLimitRPM: k.RateLimitRPM})
+	return nil
+}
+
+func (a *api) balance(w http.ResponseWriter, r *http.Request) error {
+	acct, err := a.Store.Account(r.Context(), r.PathValue("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		return jsonapi.Errorf(http.StatusNotFound, jsonapi.TypeNotFound, "account not found")
+	}
+	if err != nil {
+		return err
+	}
+	jsonapi.WriteJSON(w, http.StatusOK, ledgerapi.Balance{AccountID: acct.ID, BalanceMicrocredits: acct.Balance,
+		AvailableMicrocredits: acct.Available()})
+	return nil
+}
+
+func checkAmount(field string, v int64) error {
+	if v < 0 || v > LeaseMicrocreditsMax {
+		return invalid("%s: want 0..%d", field, int64(LeaseMicrocreditsMax))
+	}
+	return nil
+}
+
+// leaseError maps the store's refusals; result labels the metric.
+func (a *api) leaseError(call string, l store.Lease, err error) error {
+	switch {
+	case errors.Is(err, store.ErrInsufficient):
+		a.grants.WithLabelValues(call, "insufficient").Inc()
+		avail := l.AccountAvailable
+		e := jsonapi.Errorf(http.StatusPaymentRequired, jsonapi.TypeBilling, "available credit cannot cover the minimum asked")
+		e.Available = &avail
+		return e
+	case errors.Is(err, store.ErrNotFound):
+		a.grants.WithLabelValues(call, "refused").Inc()
+		return jsonapi.Errorf(http.StatusNotFound, jsonapi.TypeNotFound, "%s", "account or lease not found")
+	case errors.Is(err, store.ErrSuspended):
+		a.grants.WithLabelValues(call, "refused").Inc()
+		return jsonapi.Errorf(http.StatusForbidden, jsonapi.TypePermission, "account suspended")
+	case errors.Is(err, store.ErrLeaseClosed):
+		a.grants.WithLabelValues(call, "refused").Inc()
+		return jsonapi.Errorf(http.StatusConflict, jsonapi.TypeConflict, "lease closed: released or reclaimed; ask for a new one")
+	}
+	return err
+}
+
+func (a *api) writeLease(w http.ResponseWriter, call string, l store.Lease) {
+	a.grants.WithLabelValues(call, "ok").Inc()
+	jsonapi.WriteJSON(w, http.StatusOK, ledgerapi.Lease{LeaseID: l.ID, AccountID: l.AccountID, GrantedMicrocredits: l.Granted,
+		ExpiresAt: l.ExpiresAt, AvailableMicrocredits: l.AccountAvailable})
+}
+
+func (a *api) grant(w http.ResponseWriter, r *http.Request) error {
+	var req ledgerapi.Grant
+	if err := jsonapi.Decode(w, r, &req); err != nil {
+		return err
+	}
+	if req.AccountID == "" {
+		return invalid("account_id: required")
+	}
+	if req.EdgeID == "" || len(req.EdgeID) > EdgeIDBytesMax {
+		return invalid("edge_id: want 1..%d bytes", EdgeIDBytesMax)
+	}
+	if err := errors.Join(checkAmount("want_microcredits", req.WantMicrocredits), checkAmount("min_microcredits", req.MinMicrocredits)); err != nil {
+		return invalid("%v", err)
+	}
+	if req.MinMicrocredits < 1 || req.WantMicrocredits < req.MinMicrocredits {
+		return invalid("want 1 ≤ min_microcredits ≤ want_microcredits")
+	}
+	l, err := a.Store.GrantLease(r.Context(), store.LeaseGrant{AccountID: req.AccountID, EdgeID: req.EdgeID,
+		Want: req.WantMicrocredits, Min: req.MinMicrocredits, TTL: a.LeaseTTL})
+	if err != nil {
+		return a.leaseError("grant", l, err)
+	}
+	a.writeLease(w, "grant", l)
+	return nil
+}
+
+func (a *api) extend(w http.ResponseWriter, r *http.Request) error {
+	var req ledgerapi.Extend
+	if err := jsonapi.Decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := errors.Join(checkAmount("want_microcredits", req.WantMicrocredits), checkAmount("min_microcredits", req.MinMicrocredits),
+		checkAmount("spent_microcredits", req.SpentMicrocredits)); err != nil {
+		return invalid("%v", err)
+	}
+	if req.WantMicrocredits < req.MinMicrocredits {
+		return invalid("want min_microcredits ≤ want_microcredits")
+	}
+	l, err := a.Store.ExtendLease(r.Context(), r.PathValue("lease_id"), req.WantMicrocredits, req.MinMicrocredits,
+		req.SpentMicrocredits, a.LeaseTTL)
+	if err != nil {
+		return a.leaseError("extend", l, err)
+	}
+	a.writeLease(w, "extend", l)
+	return nil
+}
+
+func (a *api) release(w http.ResponseWriter, r *http.Request) error {
+	var req ledgerapi.Release
+	if err := jsonapi.Decode(w, r, &req); err != nil {
+		return err
+	}
+	if err := checkAmount("spent_microcredits", req.SpentMicrocredits); err != nil {
+		return err
+	}
+	l, err := a.Store.ReleaseLease(r.Context(), r.PathValue("lease_id"), req.SpentMicrocredits)
+	if err != nil {
+		return a.leaseError("release", l, err)
+	}
+	a.writeLease(w, "release", l)
+	return nil
+}

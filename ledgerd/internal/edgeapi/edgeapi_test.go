@@ -1,0 +1,198 @@
+package edgeapi_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"tollgate/ledgerd/internal/edgeapi"
+	"tollgate/ledgerd/internal/store"
+	"tollgate/ledgerd/internal/store/sqlite"
+	"tollgate/ledgerd/internal/store/storetest"
+	"tollgate/pkg/ledgerapi"
+)
+
+const secret = "edge-secret"
+
+type env struct {
+	t     *testing.T
+	url   string
+	store store.Store
+	clock *storetest.Clock
+}
+
+func newEnv(t *testing.T) *env {
+	clock := storetest.NewClock()
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ledger.db"), nil, clock.Now)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	srv := httptest.NewServer(edgeapi.New(edgeapi.Config{Store: s, Secret: secret, LeaseTTL: 60 * time.Second,
+		Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()}))
+	t.Cleanup(srv.Close)
+	return &env{t: t, url: srv.URL, store: s, clock: clock}
+}
+
+// call sends body (marshalled unless a string) and decodes the answer into out.
+func (e *env) call(method, path string, body any, out any) int {
+	e.t.Helper()
+	var rd *bytes.Reader
+	switch b := body.(type) {
+	case nil:
+		rd = bytes.NewReader(nil)
+	case string:
+		rd = bytes.NewReader([]byte(b))
+	default:
+		raw, err := json.Marshal(b)
+		require.NoError(e.t, err)
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, e.url+path, rd)
+	require.NoError(e.t, err)
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	if out != nil {
+		require.NoError(e.t, json.NewDecoder(resp.Body).Decode(out))
+	}
+	return resp.StatusCode
+}
+
+func (e *env) account(credits int64) string {
+	a, err := e.store.CreateAccount(context.Background(), "acme")
+	require.NoError(e.t, err)
+	if credits > 0 {
+		_, _, err = e.store.TopUp(context.Background(), store.TopUp{AccountID: a.ID, OrderID: "o-" + a.ID, Credits: credits, MicroUSD: credits * 5000, Method: "admin"})
+		require.NoError(e.t, err)
+	}
+	return a.ID
+}
+
+func TestAuth(t *testing.T) {
+	e := newEnv(t)
+	for _, auth := range []string{"", "Bearer nope", "Bearer " + secret + "x"} {
+		req, _ := http.NewRequest("GET", e.url+"/internal/v1/accounts/x/balance", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		var body ledgerapi.Error
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		resp.Body.Close()
+		require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		require.Equal(t, "authentication_error", body.Error.Type)
+	}
+}
+
+func TestKeyLookupAndBalance(t *testing.T) {
+	e := newEnv(t)
+	id := e.account(10)
+	sum := sha256.Sum256([]byte("sk-tg-secret"))
+	hash := hex.EncodeToString(sum[:])
+	k, err := e.store.InsertKey(context.Background(), store.NewKey{AccountID: id, Name: "k", Hash: hash, Prefix: "sk-tg-secr"})
+	require.NoError(t, err)
+
+	var key ledgerapi.Key
+	require.Equal(t, http.StatusOK, e.call("GET", "/internal/v1/keys/"+hash, nil, &key))
+	require.Equal(t, ledgerapi.Key{KeyID: k.ID, AccountID: id, AccountStatus: "active"}, key)
+
+	require.NoError(t, e.store.RevokeKey(context.Background(), k.ID))
+	_, err = e.store.SetAccountStatus(context.Background(), id, store.StatusSuspended)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, e.call("GET", "/internal/v1/keys/"+hash, nil, &key))
+	require.Equal(t, ledgerapi.Key{KeyID: k.ID, AccountID: id, Revoked: true, AccountStatus: "suspended"}, key)
+
+	var apiErr ledgerapi.Error
+	require.Equal(t, http.StatusNotFound, e.call("GET", "/internal/v1/keys/"+strings.Repeat("0", 64), nil, &apiErr))
+	require.Equal(t, "not_found_error", apiErr.Error.Type)
+	require.Equal(t, http.StatusNotFound, e.call("GET", "/internal/v1/keys/"+strings.ToUpper(hash), nil, nil))
+	require.Equal(t, http.StatusNotFound, e.call("GET", "/internal/v1/keys/xyz", nil, nil))
+
+	req, _ := http.NewRequest("GET", e.url+"/internal/v1/accounts/"+id+"/balance", nil)
+	req.Header.Set("Authorization", "bearer "+secret) // the scheme is case-insensitive
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	var bal ledgerapi.Balance
+	require.Equal(t, http.StatusOK, e.call("GET", "/internal/v1/accounts/"+id+"/balance", nil, &bal))
+	require.Equal(t, ledgerapi.Balance{AccountID: id, BalanceMicrocredits: 10_000_000, AvailableMicrocredits: 10_000_000}, bal)
+	require.Equal(t, http.StatusNotFound, e.call("GET", "/internal/v1/accounts/acct_nope/balance", nil, nil))
+}
+
+func TestLeases(t *testing.T) {
+	e := newEnv(t)
+	id := e.account(10)
+	var l ledgerapi.Lease
+	st := e.call("POST", "/internal/v1/leases", ledgerapi.Grant{AccountID: id, EdgeID: "edge-1", WantMicrocredits: 4_000_000, MinMicrocredits: 1}, &l)
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, id, l.AccountID)
+	require.Equal(t, int64(4_000_000), l.GrantedMicrocredits)
+	require.Equal(t, int64(6_000_000), l.AvailableMicrocredits)
+	require.Equal(t, e.clock.Now().Add(60*time.Second), l.ExpiresAt.UTC())
+
+	// Extend takes what is left; asking more than is available with a high min is a 402
+	// that says what is available.
+	var l2 ledgerapi.Lease
+	require.Equal(t, http.StatusOK, e.call("POST", "/internal/v1/leases/"+l.LeaseID+"/extend",
+		ledgerapi.Extend{WantMicrocredits: 9_000_000, MinMicrocredits: 1_000_000, SpentMicrocredits: 500_000}, &l2))
+	require.Equal(t, int64(10_000_000), l2.GrantedMicrocredits)
+	require.Zero(t, l2.AvailableMicrocredits)
+	var apiErr ledgerapi.Error
+	require.Equal(t, http.StatusPaymentRequired, e.call("POST", "/internal/v1/leases",
+		ledgerapi.Grant{AccountID: id, EdgeID: "edge-2", WantMicrocredits: 5, MinMicrocredits: 5}, &apiErr))
+	require.Equal(t, "billing_error", apiErr.Error.Type)
+	require.Zero(t, apiErr.AvailableMicrocredits)
+
+	// Release with a spend of 3 credits: 7 come back.
+	var rel ledgerapi.Lease
+	require.Equal(t, http.StatusOK, e.call("POST", "/internal/v1/leases/"+l.LeaseID+"/release", ledgerapi.Release{SpentMicrocredits: 3_000_000}, &rel))
+	require.Equal(t, int64(7_000_000), rel.AvailableMicrocredits)
+	require.Equal(t, http.StatusOK, e.call("POST", "/internal/v1/leases/"+l.LeaseID+"/release", ledgerapi.Release{SpentMicrocredits: 3_000_000}, &rel))
+	require.Equal(t, http.StatusConflict, e.call("POST", "/internal/v1/leases/"+l.LeaseID+"/extend", ledgerapi.Extend{WantMicrocredits: 1, MinMicrocredits: 1}, &apiErr))
+	require.Equal(t, "conflict_error", apiErr.Error.Type)
+	require.Equal(t, http.StatusNotFound, e.call("POST", "/internal/v1/leases/lease_nope/release", ledgerapi.Release{}, nil))
+	require.Equal(t, http.StatusNotFound, e.call("POST", "/internal/v1/leases", ledgerapi.Grant{AccountID: "acct_nope", EdgeID: "e", WantMicrocredits: 1, MinMicrocredits: 1}, nil))
+
+	_, err := e.store.SetAccountStatus(context.Background(), id, store.StatusSuspended)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusForbidden, e.call("POST", "/internal/v1/leases", ledgerapi.Grant{AccountID: id, EdgeID: "e", WantMicrocredits: 1, MinMicrocredits: 1}, &apiErr))
+	require.Equal(t, "permission_error", apiErr.Error.Type)
+	require.NoError(t, e.store.Check(context.Background()))
+}
+
+func TestLeaseValidation(t *testing.T) {
+	e := newEnv(t)
+	id := e.account(10)
+	for name, body := range map[string]string{
+		"min zero":      `{"account_id":"` + id + `","edge_id":"e","want_microcredits":5,"min_microcredits":0}`,
+		"min over want": `{"account_id":"` + id + `","edge_id":"e","want_microcredits":5,"min_microcredits":6}`,
+		"negative":      `{"account_id":"` + id + `","edge_id":"e","want_microcredits":-5,"min_microcredits":1}`,
+		"huge":          `{"account_id":"` + id + `","edge_id":"e","want_microcredits":1000000000000000,"min_microcredits":1}`,
+		"no edge":       `{"account_id":"` + id + `","want_microcredits":5,"min_microcredits":1}`,
+		"no account":    `{"edge_id":"e","want_microcredits":5,"min_microcredits":1}`,
+		"unknown field": `{"account_id":"` + id + `","edge_id":"e","want_microcredits":5,"min_microcredits":1,"x":1}`,
+		"not json":      `nope`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			var apiErr ledgerapi.Error
+			require.Equal(t, http.StatusBadRequest, e.call("POST", "/internal/v1/leases", body, &apiErr))
+			require.Equal(t, "invalid_request_error", apiErr.Error.Type)
+		})
+	}
+	require.Equal(t, http.StatusMethodNotAllowed, e.call("GET", "/internal/v1/leases", nil, nil))
+}

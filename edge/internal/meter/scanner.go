@@ -116,8 +116,12 @@ func (s *Scanner) Write(p []byte) (int, error) {
 			s.line(p[off:])
 			break
 		}
-		s.line(p[off:end])
-		s.endLine()
+		if s.mode == modeField && s.fieldLen == 0 {
+			s.wholeLine(p[off:end])
+		} else {
+			s.line(p[off:end])
+			s.endLine()
+		}
 		off = end + 1
 		if p[end] == '\r' {
 			if off == len(p) {
@@ -145,6 +149,38 @@ func indexFrom(p []byte, off int, c byte) int {
 		return off + i
 	}
 	return -1
+}
+
+// wholeLine handles a line that arrived in one piece, the usual case, without the per-byte
+// bookkeeping line needs to resume a split line. It must act exactly as line+endLine (the
+// split-point tests compare the two).
+func (s *Scanner) wholeLine(l []byte) {
+	switch {
+	case len(l) == 0:
+		s.dispatch()
+	case hasPrefix(l, "data:"):
+		v := l[len("data:"):]
+		if len(v) > 0 && v[0] == ' ' {
+			v = v[1:]
+		}
+		if s.hasData {
+			s.appendData(newline)
+		}
+		s.hasData = true
+		s.appendData(v)
+	case hasPrefix(l, "event:"):
+		v := l[len("event:"):]
+		if len(v) > 0 && v[0] == ' ' {
+			v = v[1:]
+		}
+		s.kind = kindOther
+		if len(v) <= EventNameBytesMax {
+			s.kind = kindOf(str(v))
+		}
+	default:
+		s.line(l)
+		s.endLine()
+	}
 }
 
 // line takes the next piece of the current line (no line ending).

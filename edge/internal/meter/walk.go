@@ -1,6 +1,7 @@
 package meter
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"math/bits"
@@ -38,12 +39,14 @@ const (
 	msb = 0x8080808080808080
 )
 
-// nextSpecial returns the index of the next '"' or '\\' at or after i, or len(b). It tests
-// eight bytes per step (SWAR): in x ^ pattern a matching byte is zero, and the classic
-// (y-lsb) &^ y & msb test marks the lowest zero byte exactly — false marks can only appear
-// above a true one — so the lowest mark of either test is the first match.
-func nextSpecial(b []byte, i int) int {
-	for ; i+8 <= len(b); i += 8 {
+// specialWithin returns the index of the first '"' or '\\' among the (up to) window bytes at
+// b[i:], or -1. It tests eight bytes per step (SWAR): in x ^ pattern a matching byte is zero,
+// and the classic (y-lsb) &^ y & msb test marks the lowest zero byte exactly — false marks
+// can only appear above a true one — so the lowest mark of either test is the first match.
+// Short strings (keys, small deltas) end here without a function call.
+func specialWithin(b []byte, i, window int) int {
+	end := min(len(b), i+window)
+	for ; i+8 <= end; i += 8 {
 		x := binary.LittleEndian.Uint64(b[i:])
 		q := x ^ (lsb * '"')
 		s := x ^ (lsb * '\\')
@@ -51,27 +54,45 @@ func nextSpecial(b []byte, i int) int {
 			return i + bits.TrailingZeros64(m&msb)>>3
 		}
 	}
-	for ; i < len(b); i++ {
+	for ; i < end; i++ {
 		if b[i] == '"' || b[i] == '\\' {
 			return i
 		}
 	}
-	return len(b)
+	return -1
 }
 
 // scanString reads the string whose opening quote is b[i]. It returns the index just past
 // the closing quote (-1 when unterminated) and the string's decoded length in UTF-8 bytes
-// (bytes as they are, escapes as what they decode to, a lone surrogate as U+FFFD).
+// (bytes as they are, escapes as what they decode to, a lone surrogate as U+FFFD). Past a
+// short window it switches to bytes.IndexByte (SIMD) and remembers where the next quote is,
+// so a long string costs one pass whatever its escapes.
 func scanString(b []byte, i int) (end int, n int64) {
 	i++
+	quote := -1 // the next '"' at or after i once searched for (it may turn out escaped)
 	for {
-		j := nextSpecial(b, i)
-		n += int64(j - i)
-		if j >= len(b) || j+1 >= len(b) && b[j] == '\\' {
-			return -1, n
+		j := -1
+		if quote < i {
+			if j = specialWithin(b, i, 32); j < 0 {
+				q := bytes.IndexByte(b[i:], '"')
+				if q < 0 {
+					return -1, n
+				}
+				quote = i + q
+			}
 		}
+		if j < 0 {
+			j = quote
+			if k := bytes.IndexByte(b[i:quote], '\\'); k >= 0 {
+				j = i + k
+			}
+		}
+		n += int64(j - i)
 		if b[j] == '"' {
 			return j + 1, n
+		}
+		if j+1 >= len(b) {
+			return -1, n
 		}
 		i, n = escape(b, j, n)
 	}

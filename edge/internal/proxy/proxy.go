@@ -141,7 +141,11 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 		Addr:  addr,
 		IsTLS: isTLS,
 		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			return fasthttp.DialTimeout(addr, min(timeout, dialTimeout))
+			// timeout is what is left of a request deadline; 0 when there is none.
+			if timeout <= 0 || timeout > dialTimeout {
+				timeout = dialTimeout
+			}
+			return fasthttp.DialTimeout(addr, timeout)
 		},
 		MaxConns:                      cfg.UpstreamConnsMax,
 		MaxConnWaitTimeout:            cfg.UpstreamConnWaitTimeout,

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -36,6 +37,32 @@ func TestValidate(t *testing.T) {
 	for _, field := range []string{"clickhouse_dsn", "kafka_brokers", "batch_rows_max", "batch_linger"} {
 		require.Contains(t, err.Error(), field)
 	}
+}
+
+// TestClickHouseDown: without ClickHouse the service stays up, says it is not ready, keeps
+// retrying, and stops cleanly.
+func TestClickHouseDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens here now
+
+	cfg := app.DefaultConfig()
+	cfg.ClickHouseDSN = "clickhouse://" + closed + "/tollgate"
+	cfg.KafkaBrokers = []string{closed}
+	cfg.ListenAddr = "127.0.0.1:0"
+	a, err := app.New(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	base := "http://" + a.Addr()
+	status, _ := get(t, base+"/healthz", "")
+	require.Equal(t, http.StatusOK, status)
+	status, body := get(t, base+"/readyz", "")
+	require.Equal(t, http.StatusServiceUnavailable, status, string(body))
+	cancel()
+	require.NoError(t, <-done)
 }
 
 // TestFinanceEndToEnd runs the service against kfake and a real ClickHouse, produces records

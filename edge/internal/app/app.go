@@ -35,7 +35,7 @@ type App struct {
 	log *slog.Logger
 
 	prices   atomic.Pointer[pricing.Table]
-	ledger   *ledger.Client
+	ledger   ledgerClient
 	auth     *auth.Authenticator
 	admitter *balance.Admitter
 	producer *bus.Producer
@@ -50,14 +50,25 @@ type App struct {
 	ready  atomic.Bool
 }
 
+// ledgerClient is what the edge needs from ledgerd; *ledger.Client implements it.
+type ledgerClient interface {
+	auth.KeySource
+	balance.Source
+	Ping(ctx context.Context) error
+	Close()
+}
+
 // New builds the edge and binds its listeners, so a taken port fails here rather than later.
 func New(cfg config.Config, log *slog.Logger) (*App, error) {
-	a := &App{cfg: cfg, log: log}
+	return build(cfg, log, ledger.New(ledger.Config{URL: cfg.Ledger.URL, Secret: cfg.Ledger.Secret, Timeout: cfg.Ledger.Timeout}))
+}
+
+func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
+	a := &App{cfg: cfg, log: log, ledger: lc}
 	if err := a.ReloadPrices(); err != nil {
 		return nil, err
 	}
 	a.metrics = metrics.New()
-	a.ledger = ledger.New(ledger.Config{URL: cfg.Ledger.URL, Secret: cfg.Ledger.Secret, Timeout: cfg.Ledger.Timeout})
 
 	var err error
 	a.auth, err = auth.New(auth.Config{TTL: cfg.Ledger.KeyTTL, NegativeTTL: cfg.Ledger.KeyNegativeTTL,

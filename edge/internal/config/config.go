@@ -223,7 +223,7 @@ func options(c *Config) []Option {
 		env(o("addr", "host:port", "client API listen address", &c.Addr), "TOLLGATE_EDGE_ADDR"),
 		env(o("ops-addr", "host:port", "operator listener: /healthz, /readyz, /metrics", &c.OpsAddr), "TOLLGATE_EDGE_OPS_ADDR"),
 		o("edge-id", "string", "this node's id in usage records (edge_id)", &c.EdgeID),
-		o("log-level", "debug|info|warn|error", "log level", &c.LogLevel),
+		o("log-level", "level", "debug, info, warn or error", &c.LogLevel),
 		o("prices-file", "path", "price table file; empty = embedded deploy/prices.yaml; reloaded on SIGHUP", &c.PricesFile),
 
 		o("body-bytes-max", "bytes", "largest request body; larger gets 413", &c.Server.BodyBytesMax),
@@ -272,7 +272,7 @@ func Options() []Option {
 	c.EdgeID = "<hostname>-<pid>"
 	opts := options(&c)
 	for i := range opts {
-		opts[i].Default = format(opts[i].ptr)
+		opts[i].Default = format(opts[i].ptr, opts[i].Unit == "bytes")
 		opts[i].ptr = nil
 	}
 	return opts
@@ -405,7 +405,7 @@ func parseSize(s string) (int, error) {
 	return v * mult, nil
 }
 
-func format(ptr any) string {
+func format(ptr any, bytes bool) string {
 	switch p := ptr.(type) {
 	case *string:
 		if *p == "" {
@@ -414,6 +414,9 @@ func format(ptr any) string {
 		return *p
 	case *int:
 		v := *p
+		if !bytes {
+			return strconv.Itoa(v)
+		}
 		for _, u := range []struct {
 			suffix string
 			mult   int

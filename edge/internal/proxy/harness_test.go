@@ -75,7 +75,7 @@ func (l *fakeLedger) add(secret string, k ledgerapi.Key, balanceMicro int64) {
 }
 
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	url      string // the edge
 	mockURL  string
 	mock     *mock.Server
@@ -99,7 +99,7 @@ const (
 
 type option func(*proxy.Config, *memq.Config)
 
-func newHarness(t *testing.T, opts ...option) *harness {
+func newHarness(t testing.TB, opts ...option) *harness {
 	t.Helper()
 	mockURL, mockSrv := mock.Start(t, mock.Config{Keys: []string{upstreamKey}})
 	brokers := bustest.Start(t, 1, usage.Topic)

@@ -95,12 +95,12 @@ func TestCopyResponseHeaders(t *testing.T) {
 
 func TestHasContext1M(t *testing.T) {
 	for v, want := range map[string]bool{
-		"context-1m-2025-08-07":                                true,
-		"prompt-caching-2024-07-31, context-1m-2025-08-07":     true,
+		"context-1m-2025-08-07":                               true,
+		"prompt-caching-2024-07-31, context-1m-2025-08-07":    true,
 		"prompt-caching-2024-07-31 ,\tcontext-1m-2026-01-01 ": true,
-		"prompt-caching-2024-07-31":                            false,
-		"xcontext-1m":                                          false,
-		"":                                                     false,
+		"prompt-caching-2024-07-31":                           false,
+		"xcontext-1m":                                         false,
+		"":                                                    false,
 	} {
 		require.Equal(t, want, hasContext1M([]byte(v)), v)
 	}

@@ -259,6 +259,11 @@ func deltaText(b []byte) int64 {
 	if n, ok := deltaTextCanonical(b); ok {
 		return n
 	}
+	return deltaTextWalk(b)
+}
+
+// deltaTextWalk is deltaText for any form of the payload.
+func deltaTextWalk(b []byte) int64 {
 	var n int64
 	members(b, skipWS(b, 0), func(key []byte, v int) int {
 		if string(key) != "delta" {

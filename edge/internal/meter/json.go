@@ -11,12 +11,13 @@ import (
 // ErrMalformed with whatever could be read before the fault, never Complete.
 func FromJSON(body []byte) (Result, error) {
 	var (
-		r                  Result
-		id, model, stop    jstr
-		errType            jstr
-		u                  usageFields
-		hasUsage, hasError bool
-		text               int64
+		r                 Result
+		id, model, stop   jstr
+		errType           jstr
+		u                 usageFields
+		hasUsage          bool
+		errorObj, typeErr bool
+		text              int64
 	)
 	end := members(body, skipWS(body, 0), func(key []byte, v int) int {
 		var e int
@@ -32,12 +33,11 @@ func FromJSON(body []byte) (Result, error) {
 		case "type":
 			var t jstr
 			t, e = stringAt(body, v)
-			hasError = t.ok && string(t.q) == `"error"`
+			typeErr = t.own(internError) == "error" && string(t.q) != `""`
 		case "error":
 			errType, e = errorTypeAt(body, v)
-			if e >= 0 && body[v] == '{' {
-				hasError = true
-			}
+			errorObj = v < len(body) && body[v] == '{'
+
 		case "content":
 			text = 0
 			if v < len(body) && body[v] == '[' {
@@ -61,9 +61,10 @@ func FromJSON(body []byte) (Result, error) {
 	r.Model = model.own(strings.Clone)
 	r.StopReason = stop.own(internStop)
 	r.TextBytes = text
-	if errType.ok {
+	switch {
+	case errorObj && errType.ok:
 		r.ErrorType = errType.own(internError)
-	} else if hasError {
+	case errorObj || typeErr:
 		r.ErrorType = internError("")
 	}
 	u.merge(&r.Tokens)

@@ -225,6 +225,18 @@ func TestScannerResetReuses(t *testing.T) {
 	require.Equal(t, s.Result(), s.Result())
 }
 
+func TestScannerDoesNotRetainInput(t *testing.T) {
+	stream := readTestdata(t, "plain.sse")
+	var s meter.Scanner
+	for _, e := range bytes.SplitAfter(stream, []byte("\n\n")) {
+		_, _ = s.Write(e)
+		for i := range e {
+			e[i] = 'X' // the caller reuses its read buffer
+		}
+	}
+	require.Equal(t, plainResult, s.Result())
+}
+
 func TestScannerAllocations(t *testing.T) {
 	plain := readTestdata(t, "plain.sse")
 	events := bytes.SplitAfter(plain, []byte("\n\n"))

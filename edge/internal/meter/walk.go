@@ -320,7 +320,7 @@ func (j jstr) own(intern func(string) string) string {
 	if plain(raw) {
 		return intern(str(raw))
 	}
-	return decode(j.q)
+	return intern(decode(j.q))
 }
 
 // count is a token or request count seen by the walker.

@@ -118,3 +118,25 @@ func TestHeaderFiltersAllocateNothing(t *testing.T) {
 	})
 	require.Zero(t, allocs)
 }
+
+// FuzzRequestHeaders feeds arbitrary header names and values through the request filter:
+// credentials and hop-by-hop headers never come out, whatever their case or the Connection
+// header says.
+func FuzzRequestHeaders(f *testing.F) {
+	f.Add("X-Api-Key", "sk", "keep-alive, X-Foo", "X-Foo")
+	f.Add("authorization", "Bearer sk", "close", "Te")
+	f.Add("PROXY-AUTHORIZATION", "x", "", "Upgrade")
+	f.Fuzz(func(t *testing.T, name, value, connection, other string) {
+		var src, dst fasthttp.RequestHeader
+		src.Add(name, value)
+		src.Add(other, value)
+		src.Add("Connection", connection)
+		copyRequestHeaders(&dst, &src)
+		conn := connectionValue(src.Peek("Connection"))
+		for k := range dst.All() {
+			require.False(t, isHopByHop(k), "%s forwarded", k)
+			require.False(t, equalFold(k, "x-api-key") || equalFold(k, "authorization"), "%s forwarded", k)
+			require.False(t, len(conn) > 0 && listedInConnection(conn, k), "%s named in Connection forwarded", k)
+		}
+	})
+}

@@ -19,6 +19,7 @@ import (
 
 	"tollgate/edge/internal/proxy"
 	"tollgate/edge/internal/sink/memq"
+	"tollgate/pkg/ledgerapi"
 	"tollgate/pkg/pricing"
 	"tollgate/pkg/usage"
 )
@@ -480,4 +481,22 @@ func TestCountTokensAndModelsAreFreePassthrough(t *testing.T) {
 
 	require.Equal(t, 401, h.get("/v1/models", "sk-nope").status)
 	require.Empty(t, h.records(), "free endpoints are not recorded")
+}
+
+func TestPerKeyRateLimit(t *testing.T) {
+	h := newHarness(t)
+	const limited = "sk-test-limited"
+	h.ledger.add(limited, ledgerapi.Key{KeyID: "key-lim", AccountID: "acct-lim", AccountStatus: ledgerapi.StatusActive,
+		RateLimitRPM: 2}, 1_000_000_000)
+	body := messagesBody("claude-haiku-4-5", false, "output=5")
+	require.Equal(t, 200, h.post("/v1/messages", limited, body).status)
+	require.Equal(t, 200, h.post("/v1/messages", limited, body).status)
+	resp := h.post("/v1/messages", limited, body)
+	require.Equal(t, 429, resp.status)
+	var e apiError
+	require.NoError(t, json.Unmarshal(resp.body, &e))
+	require.Equal(t, "rate_limit_error", e.Error.Type)
+	retry := resp.header.Get("retry-after")
+	require.NotEmpty(t, retry)
+	require.Len(t, h.records(), 2, "the refused request is not recorded")
 }

@@ -33,7 +33,7 @@ func FromJSON(body []byte) (Result, error) {
 		case "type":
 			var t jstr
 			t, e = stringAt(body, v)
-			typeErr = t.own(internError) == "error" && string(t.q) != `""`
+			typeErr = t.is("error")
 		case "error":
 			errType, e = errorTypeAt(body, v)
 			errorObj = v < len(body) && body[v] == '{'

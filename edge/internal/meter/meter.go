@@ -18,6 +18,13 @@
 //   - Thinking is output_tokens_details.thinking_tokens. Output includes it; a Result never
 //     has Thinking > Output.
 //   - Web search requests are server_tool_use.web_search_requests.
+//
+// Budget (BenchmarkScanner, BenchmarkFromJSON; 2-core development machine): a realistic
+// 20-event, 3 KB stream costs about 2–2.5 µs of CPU (1.2–1.5 GB/s) and one allocation, the
+// message id; content deltas cost no allocation. Memory per in-flight stream is the Scanner
+// (272 bytes) plus its data buffer: 4 KiB normally, at most EventBytesMax while an
+// oversized event is read, and Reset gives back buffers over 64 KiB. JSON is read with the
+// small walker in walk.go rather than gjson; walk.go says why.
 package meter
 
 import (

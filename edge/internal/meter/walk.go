@@ -323,6 +323,17 @@ func (j jstr) own(intern func(string) string) string {
 	return intern(decode(j.q))
 }
 
+// is reports whether the string's value is v, without allocating when it has no escapes.
+func (j jstr) is(v string) bool {
+	if !j.ok {
+		return false
+	}
+	if raw := j.q[1 : len(j.q)-1]; plain(raw) {
+		return string(raw) == v
+	}
+	return decode(j.q) == v
+}
+
 // count is a token or request count seen by the walker.
 type count struct {
 	n  int64

@@ -118,7 +118,6 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 		Sink:     a.queue,
 		Balances: a.ledger,
 		Metrics:  a.metrics,
-		Log:      log,
 	})
 	if err != nil {
 		a.closeParts()

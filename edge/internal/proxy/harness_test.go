@@ -151,7 +151,7 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	var prices atomic.Pointer[pricing.Table]
 	prices.Store(table)
 	m := metrics.New()
-	p, err := proxy.New(cfg, proxy.Deps{Auth: authn, Admitter: adm, Prices: &prices, Sink: q, Balances: fl, Metrics: m, Log: log})
+	p, err := proxy.New(cfg, proxy.Deps{Auth: authn, Admitter: adm, Prices: &prices, Sink: q, Balances: fl, Metrics: m})
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
 

@@ -15,7 +15,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -77,8 +76,9 @@ type Deps struct {
 	Prices   *atomic.Pointer[pricing.Table]
 	Sink     sink.Sink
 	Balances BalanceReader
-	Metrics  *metrics.Edge
-	Log      *slog.Logger
+	// Metrics takes the request facts; the proxy has no logger, since nothing on the request
+	// path is logged.
+	Metrics *metrics.Edge
 }
 
 type upstreamKey struct {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -251,12 +252,11 @@ func TestHeadersForwardedAndStripped(t *testing.T) {
 	require.Len(t, h.records(), 1)
 }
 
-func TestClientDisconnectMidStreamStillBillsFullUsage(t *testing.T) {
-	h := newHarness(t)
-	// 40 deltas paced over about a second: the client leaves after the first.
-	directive := "input=500 output=400 text_bytes=4000 events=40 tps=400"
-	body := messagesBody("claude-haiku-4-5", true, directive)
-
+// disconnectMidStream sends a paced stream (40 deltas over about a second), reads until the
+// first delta and resets the connection, so the edge's next write fails at once.
+func disconnectMidStream(t *testing.T, h *harness) {
+	t.Helper()
+	body := messagesBody("claude-haiku-4-5", true, "input=500 output=400 text_bytes=4000 events=40 tps=400")
 	conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
 	require.NoError(t, err)
 	fmt.Fprintf(conn, "POST /v1/messages HTTP/1.1\r\nHost: edge\r\nx-api-key: %s\r\nanthropic-version: 2023-06-01\r\n"+
@@ -269,10 +269,13 @@ func TestClientDisconnectMidStreamStillBillsFullUsage(t *testing.T) {
 			break
 		}
 	}
-	// Reset rather than close gracefully, so the edge's next write fails at once.
 	require.NoError(t, conn.(*net.TCPConn).SetLinger(0))
 	require.NoError(t, conn.Close())
+}
 
+func TestClientDisconnectMidStreamStillBillsFullUsage(t *testing.T) {
+	h := newHarness(t)
+	disconnectMidStream(t, h)
 	recs := h.records()
 	require.Len(t, recs, 1)
 	rec := recs[0]
@@ -283,6 +286,34 @@ func TestClientDisconnectMidStreamStillBillsFullUsage(t *testing.T) {
 	cost, _ := expectedCost(want, haiku45)
 	require.Equal(t, cost, rec.CostMicrocredits)
 	require.Equal(t, float64(1), counter(t, h.metrics, "tollgate_edge_drains_total", map[string]string{"outcome": "completed"}))
+}
+
+// When a drain cannot run (too many already) or does not finish in time, the stream is billed
+// on what it reported plus the output estimate, and the record says so.
+func TestAbandonedStreamThatCannotBeDrainedIsEstimated(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		opt     option
+		outcome string
+	}{
+		{"no drain slot", func(c *proxy.Config, _ *memq.Config) { c.DrainsMax = 0 }, "refused"},
+		{"drain timeout", func(c *proxy.Config, _ *memq.Config) { c.DrainTimeout = time.Millisecond }, "cut"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, tc.opt)
+			disconnectMidStream(t, h)
+			recs := h.records()
+			require.Len(t, recs, 1)
+			rec := recs[0]
+			require.True(t, rec.Estimated)
+			require.Equal(t, int64(500), rec.Usage.Input, "from message_start")
+			require.Less(t, rec.Usage.Output, int64(400), "the rest of the stream was never seen")
+			require.Positive(t, rec.Usage.Output)
+			cost, _ := expectedCost(rec.Usage, haiku45)
+			require.Equal(t, cost, rec.CostMicrocredits)
+			require.Equal(t, float64(1), counter(t, h.metrics, "tollgate_edge_drains_total", map[string]string{"outcome": tc.outcome}))
+		})
+	}
 }
 
 func TestUpstreamErrorsPassThroughUnchanged(t *testing.T) {

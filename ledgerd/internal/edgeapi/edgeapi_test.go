@@ -196,3 +196,41 @@ func TestLeaseValidation(t *testing.T) {
 	}
 	require.Equal(t, http.StatusMethodNotAllowed, e.call("GET", "/internal/v1/leases", nil, nil))
 }
+
+// FuzzLeaseBodies: whatever bytes an edge sends to the lease routes, the answer is a
+// deliberate one (never a 500), and the books still balance.
+func FuzzLeaseBodies(f *testing.F) {
+	for _, s := range []string{`{"account_id":"A","edge_id":"e","want_microcredits":5,"min_microcredits":1}`,
+		`{"want_microcredits":5,"min_microcredits":1,"spent_microcredits":2}`, `{"spent_microcredits":3}`,
+		`{"want_microcredits":-1}`, `[]`, `null`, `{"account_id":"A","edge_id":"e","want_microcredits":9e99}`, "\x00"} {
+		f.Add(s, uint8(0))
+		f.Add(s, uint8(1))
+		f.Add(s, uint8(2))
+	}
+	clock := storetest.NewClock()
+	s, err := sqlite.Open(context.Background(), filepath.Join(f.TempDir(), "ledger.db"), nil, clock.Now)
+	require.NoError(f, err)
+	defer s.Close()
+	a, err := s.CreateAccount(context.Background(), "acme")
+	require.NoError(f, err)
+	_, _, err = s.TopUp(context.Background(), store.TopUp{AccountID: a.ID, OrderID: "o", Credits: 1000, MicroUSD: 1, Method: "admin"})
+	require.NoError(f, err)
+	l, err := s.GrantLease(context.Background(), store.LeaseGrant{AccountID: a.ID, EdgeID: "e", Want: 10, Min: 1, TTL: time.Minute})
+	require.NoError(f, err)
+	h := edgeapi.New(edgeapi.Config{Store: s, Secret: secret, Logger: slog.New(slog.DiscardHandler)})
+	f.Fuzz(func(t *testing.T, body string, route uint8) {
+		path := []string{"/internal/v1/leases", "/internal/v1/leases/" + l.ID + "/extend", "/internal/v1/leases/" + l.ID + "/release"}[route%3]
+		body = strings.ReplaceAll(body, `"A"`, `"`+a.ID+`"`)
+		req := httptest.NewRequest("POST", path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+secret)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		require.Contains(t, []int{200, 400, 402, 403, 404, 409, 413}, rec.Code, rec.Body.String())
+		var e ledgerapi.Error
+		if rec.Code != 200 {
+			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &e))
+			require.NotEmpty(t, e.Error.Type)
+		}
+	})
+	require.NoError(f, s.Check(context.Background()))
+}

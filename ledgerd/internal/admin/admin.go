@@ -97,13 +97,8 @@ func checkText(field, v string, required bool, maxBytes int) error {
 	if required && v == "" {
 		return invalid("%s: required", field)
 	}
-	if len(v) > maxBytes {
-		return invalid("%s: longer than %d bytes", field, maxBytes)
-	}
-	for _, c := range v {
-		if c < 0x20 || c == 0x7f {
-			return invalid("%s: control characters not allowed", field)
-		}
+	if !jsonapi.ValidText(v, maxBytes) {
+		return invalid("%s: want at most %d bytes of text without control characters", field, maxBytes)
 	}
 	return nil
 }

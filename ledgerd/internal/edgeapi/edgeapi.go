@@ -154,11 +154,11 @@ func (a *api) grant(w http.ResponseWriter, r *http.Request) error {
 	if err := jsonapi.Decode(w, r, &req); err != nil {
 		return err
 	}
-	if req.AccountID == "" {
-		return invalid("account_id: required")
+	if req.AccountID == "" || !jsonapi.ValidText(req.AccountID, EdgeIDBytesMax) {
+		return invalid("account_id: want 1..%d bytes of text", EdgeIDBytesMax)
 	}
-	if req.EdgeID == "" || len(req.EdgeID) > EdgeIDBytesMax {
-		return invalid("edge_id: want 1..%d bytes", EdgeIDBytesMax)
+	if req.EdgeID == "" || !jsonapi.ValidText(req.EdgeID, EdgeIDBytesMax) {
+		return invalid("edge_id: want 1..%d bytes of text", EdgeIDBytesMax)
 	}
 	if err := errors.Join(checkAmount("want_microcredits", req.WantMicrocredits), checkAmount("min_microcredits", req.MinMicrocredits)); err != nil {
 		return invalid("%v", err)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 )
 
 // BodyBytesMax bounds every request body. ledgerd's requests are small; anything larger is
@@ -118,9 +119,33 @@ func Bearer(token string, log *slog.Logger, next http.Handler) http.Handler {
 	})
 }
 
+// ValidText reports whether s is valid UTF-8 of at most maxBytes without control characters.
+// Ids and names must pass it before reaching the database: PostgreSQL refuses NUL and invalid
+// UTF-8 in TEXT, which would turn a bad request into a 500.
+func ValidText(s string, maxBytes int) bool {
+	if len(s) > maxBytes || !utf8.ValidString(s) {
+		return false
+	}
+	for _, c := range s {
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// PathBytesMax bounds a request path; ids are far shorter.
+const PathBytesMax = 1024
+
 // Handler adapts a function returning an error to http.Handler, writing the error body.
+// Requests whose decoded path is not valid text cannot name anything and get a 404 before
+// any path value reaches fn.
 func Handler(log *slog.Logger, fn func(w http.ResponseWriter, r *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !ValidText(r.URL.Path, PathBytesMax) {
+			WriteError(w, log, Errorf(http.StatusNotFound, TypeNotFound, "no such resource"))
+			return
+		}
 		if err := fn(w, r); err != nil {
 			WriteError(w, log, err)
 		}

@@ -147,10 +147,16 @@ func TestServe(t *testing.T) {
 		Available int64 `json:"available_microcredits"`
 		Reserved  int64 `json:"reserved_microcredits"`
 	}
+	// Poll without require: Eventually runs the condition on another goroutine.
 	require.Eventually(t, func() bool {
-		_, body := get(adminURL+"/admin/v1/accounts/"+acct, adminToken)
-		require.NoError(t, json.Unmarshal([]byte(body), &view))
-		return view.Balance != 1_000_000_000
+		req, _ := http.NewRequest("GET", adminURL+"/admin/v1/accounts/"+acct, nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&view) == nil && view.Balance != 1_000_000_000
 	}, 30*time.Second, 20*time.Millisecond)
 	require.Equal(t, int64(998_500_000), view.Balance)
 	require.Equal(t, int64(3_500_000), view.Reserved, "settlement lowered the lease's reservation")

@@ -77,7 +77,7 @@ func PrintWelcome(w io.Writer, s *Stack, d Demo) {
 	fmt.Fprintf(w, "  curl -s %s/v1/messages \\\n    -H 'x-api-key: %s' \\\n"+
 		"    -H 'anthropic-version: 2023-06-01' -H 'content-type: application/json' \\\n"+
 		"    -d '{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":256,"+
-		"\"messages\":[{\"role\":\"user\",\"content\":\"Hello! mock: output=120 cache_read=900\"}]}'\n\n", edge, d.Key)
+		"\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\\nmock: output=120 cache_read=900\"}]}'\n\n", edge, d.Key)
 	fmt.Fprintf(w, "Then the balance:\n\n  curl -s %s/v1/balance -H 'x-api-key: %s'\n\n", edge, d.Key)
 	fmt.Fprintf(w, "Press Ctrl-C to stop everything.\nTollgate is ready\n")
 }

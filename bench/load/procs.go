@@ -37,7 +37,7 @@ type ProcUsage struct {
 type Sample struct {
 	At       time.Duration `json:"at_ns"` // since the run started
 	InFlight int64         `json:"in_flight"`
-	RSSBytes []int64       `json:"rss_bytes"` // per watched process, in Config.Watch order
+	RSSBytes []int64       `json:"rss_bytes"` // the generator first, then Config.Watch in order
 }
 
 // samplesMax bounds the samples kept per run; past it, every other sample is dropped and only

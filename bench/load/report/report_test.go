@@ -136,3 +136,16 @@ func TestMetaFiles(t *testing.T) {
 	require.True(t, os.IsNotExist(err))
 	require.Contains(t, m.MarkdownHeader("T"), "- command: `bench compare -scenarios nonstream`")
 }
+
+func TestTimeChartIsValidSVG(t *testing.T) {
+	svg := report.TimeChart("rss <soak>", "RSS", []report.TimeSeries{
+		{Name: "edge", Points: []report.TimePoint{{Seconds: 0, Value: 1 << 20}, {Seconds: 5, Value: 3 << 20}}},
+		{Name: "mock & co", Points: []report.TimePoint{{Seconds: 0, Value: 2 << 20}}},
+		{Name: "empty"},
+	}, func(v float64) string { return report.Bytes(int64(v)) })
+	root, count := checkXML(t, svg)
+	require.Equal(t, "svg", root)
+	require.Equal(t, 3, count["polyline"])
+	require.NotContains(t, string(svg), "NaN")
+	checkXML(t, report.TimeChart("none", "", nil, func(float64) string { return "" }))
+}

@@ -93,7 +93,7 @@ func drawPanel(b *bytes.Buffer, x0, y0 float64, p Panel) {
 	for d := decLo; d <= decHi; d++ {
 		v := math.Pow(10, d)
 		line(b, px(0), py(v), px(xMax), py(v), "#bbb", 1)
-		text(b, px(0)-6, py(v)+4, "end", 11, Us(v))
+		text(b, px(0)-6, py(v)+4, "end", 11, decade(d))
 		if d < decHi {
 			for _, m := range []float64{2, 5} {
 				line(b, px(0), py(v*m), px(xMax), py(v*m), "#eee", 1)
@@ -140,6 +140,15 @@ func drawPanel(b *bytes.Buffer, x0, y0 float64, p Panel) {
 	}
 }
 
+// decade labels 10^d µs: "1 µs", "10 ms", "100 s".
+func decade(d float64) string {
+	n := int(d)
+	units := []string{"µs", "ms", "s"}
+	u := min(max(n, 0)/3, len(units)-1)
+	v := math.Pow(10, float64(n-3*u))
+	return fmt.Sprintf("%g %s", v, units[u])
+}
+
 func line(b *bytes.Buffer, x1, y1, x2, y2 float64, color string, width float64) {
 	fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="%g"/>`+"\n",
 		x1, y1, x2, y2, color, width)
@@ -149,4 +158,61 @@ func text(b *bytes.Buffer, x, y float64, anchor string, size int, s string) {
 	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="%s" font-size="%d">`, x, y, anchor, size)
 	_ = xml.EscapeText(b, []byte(s)) // writes to a bytes.Buffer, which cannot fail
 	b.WriteString("</text>\n")
+}
+
+// TimeSeries is one line of a time chart.
+type TimeSeries struct {
+	Name   string
+	Points []TimePoint
+}
+
+// TimePoint is a value at a time since the start of a run.
+type TimePoint struct {
+	Seconds float64
+	Value   float64
+}
+
+// TimeChart draws values over time on linear axes from zero, e.g. RSS during a soak.
+// format labels the y axis ticks.
+func TimeChart(title, yLabel string, series []TimeSeries, format func(float64) string) []byte {
+	w, h := panelW+200, panelH+titleH
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
+	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
+	text(&b, float64(w)/2, 20, "middle", 15, title)
+	tMax, vMax := 1.0, 1.0
+	for _, s := range series {
+		for _, p := range s.Points {
+			tMax, vMax = max(tMax, p.Seconds), max(vMax, p.Value)
+		}
+	}
+	vMax *= 1.1
+	plotW := float64(w - marginL - marginR - 60)
+	plotH := float64(panelH - marginT - marginB)
+	x0, y0 := float64(marginL+40), float64(titleH+marginT)
+	px := func(t float64) float64 { return x0 + t/tMax*plotW }
+	py := func(v float64) float64 { return y0 + plotH - v/vMax*plotH }
+	for i := 0; i <= 5; i++ {
+		v := vMax * float64(i) / 5
+		line(&b, px(0), py(v), px(tMax), py(v), "#ddd", 1)
+		text(&b, px(0)-6, py(v)+4, "end", 11, format(v))
+		t := tMax * float64(i) / 5
+		text(&b, px(t), y0+plotH+18, "middle", 11, fmt.Sprintf("%.0f s", t))
+	}
+	text(&b, x0+plotW/2, y0+plotH+38, "middle", 11, "time since start")
+	text(&b, x0, y0-10, "start", 11, yLabel)
+	fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#444"/>`+"\n", x0, y0, plotW, plotH)
+	for i, s := range series {
+		color := palette[i%len(palette)]
+		var pts bytes.Buffer
+		for _, p := range s.Points {
+			fmt.Fprintf(&pts, "%.1f,%.1f ", px(p.Seconds), py(p.Value))
+		}
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", color, bytes.TrimSpace(pts.Bytes()))
+		ly := y0 + 16 + float64(i)*16
+		line(&b, x0+plotW+8, ly-4, x0+plotW+24, ly-4, color, 3)
+		text(&b, x0+plotW+28, ly, "start", 11, s.Name)
+	}
+	b.WriteString("</svg>\n")
+	return b.Bytes()
 }

@@ -1,0 +1,235 @@
+package compare
+
+import (
+	"fmt"
+	"strings"
+
+	"tollgate/bench/load"
+	"tollgate/bench/load/report"
+)
+
+func us(v int64) string   { return report.Us(float64(v)) }
+func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
+func x2(v float64) string { return fmt.Sprintf("%.2f×", v) }
+func signed(v int64) string {
+	if v >= 0 {
+		return "+" + us(v)
+	}
+	return us(v)
+}
+
+// Markdown is a scenario's human summary.
+func Markdown(res *ScenarioResult) string {
+	var b strings.Builder
+	b.WriteString(res.Meta.MarkdownHeader("bench compare: " + res.Title))
+	if len(res.Shapes) > 0 {
+		b.WriteString("Requests (each tells the mock upstream its exact usage):\n\n")
+		for _, s := range res.Shapes {
+			fmt.Fprintf(&b, "- `%s` weight %d: %s, `%s`\n", s.Name, max(s.Weight, 1), streamWord(s.Stream), s.Directive())
+		}
+		b.WriteString("\n")
+	}
+	switch {
+	case res.Ratios != nil:
+		throughputMarkdown(&b, res)
+	case res.Slow != nil:
+		slowMarkdown(&b, res)
+	case res.Soak != nil:
+		b.WriteString("## Soak\n\n" + report.LoadMarkdown(res.Soak) + "\n")
+	case res.Verify != nil:
+		verifyMarkdown(&b, res)
+	}
+	if len(res.Notes) > 0 {
+		b.WriteString("## Notes\n\n")
+		for _, n := range res.Notes {
+			b.WriteString("- " + n + "\n")
+		}
+	}
+	return b.String()
+}
+
+func streamWord(stream bool) string {
+	if stream {
+		return "streaming"
+	}
+	return "non-streaming"
+}
+
+func throughputMarkdown(b *strings.Builder, res *ScenarioResult) {
+	r := res.Ratios
+	fmt.Fprintf(b, "%d rounds; in each, every target runs a closed loop (%d connections, %s), then an open loop at %.0f req/s (%s), in rotating order.\n\n",
+		res.Rounds, res.Conns, res.Phase, res.Rate, res.Phase)
+	b.WriteString("## Edge against the upstream direct and the bare forwarder\n\n")
+	t := report.NewTable("measure", "edge", "forwarder")
+	t.Row("throughput vs direct", x2(r.ThroughputEdgeVsDirect), x2(r.ThroughputForwarderVsDirect))
+	t.Row("throughput edge vs forwarder", x2(r.ThroughputEdgeVsForwarder), "")
+	t.Row("proxy CPU µs per request (closed loop)", f1(r.EdgeCPUPerRequestUs), f1(r.ForwarderCPUPerRequestUs))
+	t.Row("proxy CPU µs per request (open loop)", f1(r.EdgeCPUPerRequestOpenUs), f1(r.ForwarderCPUPerRequestOpenUs))
+	t.Row("added latency p50 vs direct", signed(r.EdgeAddedP50Us), signed(r.ForwarderAddedP50Us))
+	t.Row("added latency p99 vs direct", signed(r.EdgeAddedP99Us), signed(r.ForwarderAddedP99Us))
+	if res.Targets[0].Open.TTFT.Count > 0 {
+		t.Row("time to first token p50 vs direct", signed(r.EdgeTTFTDeltaP50Us), signed(r.ForwarderTTFTDeltaP50Us))
+		t.Row("time to first token p99 vs direct", signed(r.EdgeTTFTDeltaP99Us), signed(r.ForwarderTTFTDeltaP99Us))
+	}
+	if r.EdgeBackgroundProcessesCounted != "" {
+		t.Row("background CPU µs per request ("+r.EdgeBackgroundProcessesCounted+")", f1(r.EdgeBackgroundCPUPerRequestUs), "")
+	}
+	b.WriteString(t.String() + "\n")
+	if len(res.Checks) > 0 {
+		c := report.NewTable("reference target", "measured", "want", "")
+		for _, ch := range res.Checks {
+			c.Row(ch.Name, fmt.Sprintf("%.2f", ch.Value), ch.Want, map[bool]string{true: "met", false: "**missed**"}[ch.OK])
+		}
+		b.WriteString(c.String() + "\n")
+	}
+
+	b.WriteString("## Throughput (closed loop)\n\n")
+	tt := report.NewTable("target", "req/s", "rounds min–max", "ok", "errors", "proxy CPU µs/req", "mock CPU µs/req", "generator CPU µs/req")
+	for _, tr := range res.Targets {
+		p := tr.Closed
+		proxy := "-"
+		if tr.Proxy != "" {
+			proxy = f1(p.Proc(tr.Proxy).CPUPerRequestUs)
+		}
+		tt.Row(tr.Target, fmt.Sprintf("%.0f", p.Throughput), fmt.Sprintf("%.0f–%.0f", p.ThroughputMin, p.ThroughputMax),
+			fmt.Sprint(p.OK), report.Errors(p.Errors), proxy, f1(p.Proc("mock").CPUPerRequestUs), f1(p.Generator.CPUPerRequestUs))
+	}
+	b.WriteString(tt.String() + "\n")
+
+	fmt.Fprintf(b, "## Latency at %.0f req/s (open loop, from each request's scheduled send time)\n\n", res.Rate)
+	lt := report.NewTable("target", "ok", "p50", "p90", "p99", "p99.9", "max", "errors", "worst dispatch lag p99")
+	for _, tr := range res.Targets {
+		p := tr.Open
+		lt.Row(append(append([]string{tr.Target, fmt.Sprint(p.OK)}, report.LatencyRow(p.Latency)...),
+			report.Errors(p.Errors), us(p.Lag.P99Us))...)
+	}
+	b.WriteString(lt.String() + "\n")
+	if res.Targets[0].Open.TTFT.Count > 0 {
+		b.WriteString("Time to first token (first content_block_delta), same runs:\n\n")
+		tf := report.NewTable("target", "streams", "p50", "p90", "p99", "p99.9", "max")
+		for _, tr := range res.Targets {
+			tf.Row(append([]string{tr.Target, fmt.Sprint(tr.Open.TTFT.Count)}, report.LatencyRow(tr.Open.TTFT)...)...)
+		}
+		b.WriteString(tf.String() + "\n")
+	}
+
+	b.WriteString("## Processes (closed loop)\n\n")
+	pt := report.NewTable("target", "process", "CPU s", "CPU µs/req", "RSS peak")
+	for _, tr := range res.Targets {
+		for _, a := range append([]ProcAgg{tr.Closed.Generator}, tr.Closed.Procs...) {
+			if a.Error != "" {
+				pt.Row(tr.Target, a.Name, "n/a: "+a.Error)
+				continue
+			}
+			pt.Row(tr.Target, a.Name, fmt.Sprintf("%.2f", a.CPUSeconds), f1(a.CPUPerRequestUs), report.Bytes(a.RSSPeakBytes))
+		}
+	}
+	b.WriteString(pt.String() + "\n")
+}
+
+func slowMarkdown(b *strings.Builder, res *ScenarioResult) {
+	fmt.Fprintf(b, "Each target in turn gets %d streams at once (one per connection, opened over a ramp of 2,000 a second), each about 10 s long.\n\n", res.Conns)
+	t := report.NewTable("target", "ok", "errors", "most in flight", "TTFT p50", "TTFT p99", "duration p50", "duration max")
+	for _, s := range res.Slow {
+		r := s.Result
+		t.Row(s.Target, fmt.Sprint(r.OK), report.Errors(r.Errors), fmt.Sprint(r.MaxInFlight),
+			us(r.TTFT.P50Us), us(r.TTFT.P99Us), us(r.Latency.P50Us), us(r.Latency.MaxUs))
+	}
+	b.WriteString(t.String() + "\n")
+	b.WriteString("Memory: RSS sampled every 250 ms; per stream = (peak − start) / most in flight.\n\n")
+	m := report.NewTable("target", "process", "RSS start", "RSS peak", "bytes per in-flight stream", "CPU s")
+	for _, s := range res.Slow {
+		for _, p := range s.Memory {
+			if p.Error != "" {
+				m.Row(s.Target, p.Name, "n/a: "+p.Error)
+				continue
+			}
+			m.Row(s.Target, p.Name, report.Bytes(p.RSSStartBytes), report.Bytes(p.RSSPeakBytes),
+				report.Bytes(int64(p.BytesPerStream)), fmt.Sprintf("%.2f", p.CPUSeconds))
+		}
+	}
+	b.WriteString(m.String() + "\n")
+}
+
+func verifyMarkdown(b *strings.Builder, res *ScenarioResult) {
+	v := res.Verify
+	fmt.Fprintf(b, "## Verdict: %s\n\n", map[bool]string{true: "the money adds up", false: "**the money does not add up**"}[v.OK])
+	t := report.NewTable("", "value")
+	t.Row("request log lines", fmt.Sprint(v.Entries))
+	t.Row("billed (200 with a request id)", fmt.Sprint(v.Billed))
+	t.Row("of which cut short on the client", fmt.Sprint(v.Incomplete))
+	t.Row("refused (error status, not billed)", fmt.Sprint(v.NotBilled))
+	t.Row("no answer (outcome unknown)", fmt.Sprint(v.Unknown))
+	t.Row("expected Σ cost", fmt.Sprintf("%d µcr", v.Expected))
+	if v.Ledger != nil {
+		t.Row("ledger debits (top-ups − balances)", fmt.Sprintf("%d µcr over %d accounts, %d accounts off", v.Ledger.Debited,
+			v.Ledger.Accounts, len(v.Ledger.Diffs)))
+	}
+	if c := v.ClickHouse; c != nil {
+		t.Row("ClickHouse Σ cost (FINAL)", fmt.Sprintf("%d µcr", c.FinalSum))
+		t.Row("ClickHouse request ids", fmt.Sprintf("%d distinct in %d rows", c.Distinct, c.Rows))
+		t.Row("missing / extra / cost mismatch / duplicated ids", fmt.Sprintf("%d / %d / %d / %d", c.Missing, c.Extra, c.CostMismatch, c.Duplicated))
+	} else {
+		t.Row("ClickHouse", "not checked: "+v.ClickHouseSkipped)
+	}
+	b.WriteString(t.String() + "\n")
+	if v.Ledger != nil && len(v.Ledger.Diffs) > 0 {
+		d := report.NewTable("account", "expected µcr", "debited µcr")
+		for i, a := range v.Ledger.Diffs {
+			if i == 20 {
+				break
+			}
+			d.Row(a.ID, fmt.Sprint(a.Expected), fmt.Sprint(a.Debited))
+		}
+		b.WriteString(d.String() + "\n")
+	}
+	for _, n := range v.Notes {
+		b.WriteString("- " + n + "\n")
+	}
+	b.WriteString("\n")
+}
+
+// Chart draws a scenario's SVG, or nil when it has nothing to draw.
+func Chart(res *ScenarioResult) []byte {
+	switch {
+	case res.Ratios != nil:
+		lat := report.Panel{Title: fmt.Sprintf("latency at %.0f req/s", res.Rate)}
+		ttft := report.Panel{Title: "time to first token"}
+		for _, tr := range res.Targets {
+			lat.Series = append(lat.Series, report.Series{Name: tr.Target, Points: tr.Open.Spectrum})
+			if tr.Open.TTFT.Count > 0 {
+				ttft.Series = append(ttft.Series, report.Series{Name: tr.Target, Points: tr.Open.TTFTSpectrum})
+			}
+		}
+		panels := []report.Panel{lat}
+		if len(ttft.Series) > 0 {
+			panels = append(panels, ttft)
+		}
+		return report.LatencyChart(res.Title+" — "+res.Meta.Commit, panels)
+	case res.Slow != nil:
+		lat := report.Panel{Title: "stream duration"}
+		ttft := report.Panel{Title: "time to first token"}
+		for _, s := range res.Slow {
+			lat.Series = append(lat.Series, report.Series{Name: s.Target, Points: load.Spectrum(s.Result.LatencyHist)})
+			ttft.Series = append(ttft.Series, report.Series{Name: s.Target, Points: load.Spectrum(s.Result.TTFTHist)})
+		}
+		return report.LatencyChart(res.Title+" — "+res.Meta.Commit, []report.Panel{ttft, lat})
+	case res.Soak != nil:
+		var series []report.TimeSeries
+		names := []string{res.Soak.Generator.Name}
+		for _, p := range res.Soak.Procs {
+			names = append(names, p.Name)
+		}
+		for i, name := range names {
+			s := report.TimeSeries{Name: name}
+			for _, sm := range res.Soak.Samples {
+				if i < len(sm.RSSBytes) {
+					s.Points = append(s.Points, report.TimePoint{Seconds: sm.At.Seconds(), Value: float64(sm.RSSBytes[i])})
+				}
+			}
+			series = append(series, s)
+		}
+		return report.TimeChart(res.Title+" — "+res.Meta.Commit, "RSS", series, func(v float64) string { return report.Bytes(int64(v)) })
+	}
+	return nil
+}

@@ -35,6 +35,24 @@ var aliases = map[string]string{
 	"claude-3-7-sonnet-latest": "claude-3-7-sonnet-20250219",
 	"claude-3-5-haiku-latest":  "claude-3-5-haiku-20241022",
 	"claude-3-haiku":           "claude-3-haiku-20240307",
+	// From Opus 4.6 on, models have no dated snapshot: the API answers with the id asked for.
+	// Listed anyway so the mock's answer for every current model is deliberate, not a fallback.
+	"claude-opus-5-5":       "claude-opus-5-5",
+	"claude-opus-5":         "claude-opus-5",
+	"claude-opus-4-8":       "claude-opus-4-8",
+	"claude-opus-4-7":       "claude-opus-4-7",
+	"claude-opus-4-6":       "claude-opus-4-6",
+	"claude-sonnet-5-5":     "claude-sonnet-5-5",
+	"claude-sonnet-5":       "claude-sonnet-5",
+	"claude-sonnet-4-6":     "claude-sonnet-4-6",
+	"claude-haiku-5-5":      "claude-haiku-5-5",
+	"claude-fable-5-2":      "claude-fable-5-2",
+	"claude-fable-5-1":      "claude-fable-5-1",
+	"claude-fable-5":        "claude-fable-5",
+	"claude-mythos-5-2":     "claude-mythos-5-2",
+	"claude-mythos-5-1":     "claude-mythos-5-1",
+	"claude-mythos-5":       "claude-mythos-5",
+	"claude-mythos-preview": "claude-mythos-preview",
 }
 
 // answeredModel returns the model id a response carries for a requested model: the dated id

@@ -27,12 +27,29 @@ type wantModel struct {
 
 var (
 	opus4x   = list{"15", "75", "18.75", "30", "1.50"}
+	opus45   = list{"5", "25", "6.25", "10", "0.50"} // Opus 4.5 through Opus 5
 	sonnet   = list{"3", "15", "3.75", "6", "0.30"}
 	sonnetLC = &list{"6", "22.50", "7.50", "12", "0.60"}
+	fable5   = list{"10", "50", "12.50", "20", "1"}
+	fable51  = list{"10", "50", "12.50", "20", "0.25"} // cache read 0.025× input
 )
 
+// wantModels are Anthropic's list prices as published on 2026-11-22 (platform.claude.com
+// pricing page, model overviews and release notes). Models from Opus 4.6 on have no dated id.
 var wantModels = []wantModel{
-	{"claude-opus-4-5-20251101", []string{"claude-opus-4-5"}, list{"5", "25", "6.25", "10", "0.50"}, nil},
+	{"claude-fable-5-1", nil, fable51, nil},
+	{"claude-mythos-5-1", nil, fable51, nil},
+	{"claude-fable-5", nil, fable5, nil},
+	{"claude-mythos-5", nil, fable5, nil},
+	{"claude-opus-5-5", nil, list{"4", "20", "5", "8", "0.20"}, nil},
+	{"claude-opus-5", nil, opus45, nil},
+	{"claude-opus-4-8", nil, opus45, nil},
+	{"claude-opus-4-7", nil, opus45, nil},
+	{"claude-opus-4-6", nil, opus45, nil},
+	{"claude-sonnet-5-5", nil, list{"2", "10", "2.50", "4", "0.10"}, nil}, // cache read cut 2026-10-07
+	{"claude-sonnet-5", nil, list{"2", "10", "2.50", "4", "0.20"}, nil},
+	{"claude-sonnet-4-6", nil, sonnet, nil},
+	{"claude-opus-4-5-20251101", []string{"claude-opus-4-5"}, opus45, nil},
 	{"claude-opus-4-1-20250805", []string{"claude-opus-4-1"}, opus4x, nil},
 	{"claude-opus-4-20250514", []string{"claude-opus-4-0", "claude-opus-4"}, opus4x, nil},
 	{"claude-sonnet-4-5-20250929", []string{"claude-sonnet-4-5"}, sonnet, sonnetLC},
@@ -44,6 +61,18 @@ var wantModels = []wantModel{
 }
 
 const webSearchUSDPer1000 = "10"
+
+// want returns the expected prices of the model with this id.
+func want(t testing.TB, id string) wantModel {
+	t.Helper()
+	for _, w := range wantModels {
+		if w.id == id {
+			return w
+		}
+	}
+	t.Fatalf("no expected prices for %s", id)
+	return wantModel{}
+}
 
 func defaultTable(t testing.TB) *pricing.Table {
 	t.Helper()
@@ -139,6 +168,52 @@ func TestDefaultTable(t *testing.T) {
 	for _, name := range []string{"", "claude-unknown", "CLAUDE-OPUS-4-5", "claude-opus-4-5 "} {
 		_, ok := tbl.Lookup(name, name)
 		require.False(t, ok, "%q", name)
+	}
+}
+
+// TestCurrentModelPrices pins, with hand-computed numbers, the rates that break the usual
+// cache ratios, and checks that undated models are found by the name a client requests.
+func TestCurrentModelPrices(t *testing.T) {
+	tbl := defaultTable(t)
+	for _, tc := range []struct {
+		id   string
+		tok  usage.Tokens
+		want int64 // µcr = list USD × 0.7 × 200e6 per MTok
+	}{
+		{"claude-fable-5-1", usage.Tokens{CacheRead: 1_000_000}, 35_000_000},      // $0.25
+		{"claude-mythos-5-1", usage.Tokens{CacheRead: 1_000_000}, 35_000_000},     // $0.25
+		{"claude-fable-5", usage.Tokens{CacheRead: 1_000_000}, 140_000_000},       // $1
+		{"claude-fable-5", usage.Tokens{CacheWrite5m: 1_000_000}, 1_750_000_000},  // $12.50
+		{"claude-opus-5-5", usage.Tokens{CacheRead: 1_000_000}, 28_000_000},       // $0.20
+		{"claude-opus-5-5", usage.Tokens{CacheWrite1h: 1_000_000}, 1_120_000_000}, // $8
+		{"claude-sonnet-5-5", usage.Tokens{CacheRead: 1_000_000}, 14_000_000},     // $0.10
+		{"claude-sonnet-5", usage.Tokens{CacheRead: 1_000_000}, 28_000_000},       // $0.20
+		{"claude-sonnet-5", usage.Tokens{Output: 1_000_000}, 1_400_000_000},       // $10
+		{"claude-opus-4-6", usage.Tokens{Input: 1_000_000}, 700_000_000},          // $5
+		{"claude-sonnet-4-6", usage.Tokens{CacheWrite5m: 1_000_000}, 525_000_000}, // $3.75
+	} {
+		m, ok := tbl.Lookup("", tc.id) // undated: the requested name is the id
+		require.True(t, ok, tc.id)
+		require.Equal(t, tc.id, m.ID)
+		require.Empty(t, m.Aliases, tc.id)
+		require.Equal(t, tc.want, tbl.Cost(m, tc.tok, pricing.Options{}).Microcredits, "%s %+v", tc.id, tc.tok)
+	}
+
+	// The whole 1M window is billed at standard rates: no long-context switch, even with the
+	// beta header and far above 200K input.
+	for _, id := range []string{"claude-opus-4-6", "claude-sonnet-4-6", "claude-sonnet-5-5", "claude-fable-5-1"} {
+		m, _ := tbl.Lookup(id, "")
+		require.Nil(t, m.LongContext, id)
+		tok := usage.Tokens{Input: 900_000, Output: 1000}
+		require.Equal(t,
+			tbl.Cost(m, tok, pricing.Options{}),
+			tbl.Cost(m, tok, pricing.Options{LongContextBeta: true}), id)
+	}
+
+	// Left out on purpose (no complete official price set): refused, never priced.
+	for _, name := range []string{"claude-haiku-5-5", "claude-fable-5-2", "claude-mythos-5-2", "claude-mythos-preview"} {
+		_, ok := tbl.Lookup(name, name)
+		require.False(t, ok, name)
 	}
 }
 
@@ -283,8 +358,7 @@ func TestCostThinking(t *testing.T) {
 func TestCostLongContext(t *testing.T) {
 	tbl := defaultTable(t)
 	beta := pricing.Options{LongContextBeta: true}
-	sonnet := wantModels[3]
-	require.Equal(t, "claude-sonnet-4-5-20250929", sonnet.id)
+	sonnet := want(t, "claude-sonnet-4-5-20250929")
 	m, _ := tbl.Lookup(sonnet.id, "")
 	opus, _ := tbl.Lookup("claude-opus-4-5", "")
 
@@ -311,7 +385,7 @@ func TestCostLongContext(t *testing.T) {
 			require.Equal(t, tc.wantLong, got.LongContext)
 			w := sonnet
 			if tc.model == opus {
-				w = wantModels[0]
+				w = want(t, "claude-opus-4-5-20251101")
 			}
 			wantPub, wantUp, wantLong := reference(w, tc.tok, tc.o, "0.30")
 			require.Equal(t, tc.wantLong, wantLong)
@@ -351,7 +425,7 @@ func TestCostBatchAndWebSearch(t *testing.T) {
 
 func TestCostHugeAndInvalidCounts(t *testing.T) {
 	tbl := defaultTable(t)
-	w := wantModels[1] // Opus 4.1, the dearest rates
+	w := want(t, "claude-opus-4-1-20250805") // the dearest rates
 	m, _ := tbl.Lookup(w.id, "")
 	const n = 1 << 40
 	huge := usage.Tokens{Input: n, Output: n, CacheWrite5m: n, CacheWrite1h: n, CacheRead: n, Thinking: n / 2, WebSearchRequests: n}

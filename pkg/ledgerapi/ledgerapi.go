@@ -9,8 +9,10 @@
 //	POST /internal/v1/leases                      Grant → 200 Lease | 402 Error (cannot cover min)
 //	POST /internal/v1/leases/{lease_id}/extend    Extend → 200 Lease | 402 Error
 //	POST /internal/v1/leases/{lease_id}/release   Release → 200 Lease
+//	GET  /internal/v1/edges/{edge_id}/recalls     → 200 Recalls
 //
-// Errors are {"error":{"type":…,"message":…},"available_microcredits":N}.
+// Errors are {"error":{"type":…,"message":…},"available_microcredits":N}; a 402 for a lease
+// may add "recallable_microcredits" (see Error).
 package ledgerapi
 
 import "time"
@@ -63,11 +65,21 @@ type Release struct {
 
 // Lease is ledgerd's view of a lease after any call.
 type Lease struct {
-	LeaseID               string    `json:"lease_id"`
-	AccountID             string    `json:"account_id"`
-	GrantedMicrocredits   int64     `json:"granted_microcredits"` // total granted so far
-	ExpiresAt             time.Time `json:"expires_at"`
-	AvailableMicrocredits int64     `json:"available_microcredits"` // account, after this call
+	LeaseID             string    `json:"lease_id"`
+	AccountID           string    `json:"account_id"`
+	GrantedMicrocredits int64     `json:"granted_microcredits"` // total granted so far
+	ExpiresAt           time.Time `json:"expires_at"`
+	// TTLMillis is the lease's lifetime from this call (0 once released). A node must stop
+	// admitting from the lease TTLMillis after it SENT the call: that instant is never after
+	// ExpiresAt, whatever the two clocks say.
+	TTLMillis             int64 `json:"ttl_ms"`
+	AvailableMicrocredits int64 `json:"available_microcredits"` // account, after this call
+}
+
+// Recalls lists a node's open leases that ledgerd asks it to return (release with its
+// spend), because another node was refused credit they reserve.
+type Recalls struct {
+	LeaseIDs []string `json:"lease_ids"`
 }
 
 // Error is the body of every non-2xx answer.
@@ -77,4 +89,8 @@ type Error struct {
 		Message string `json:"message"`
 	} `json:"error"`
 	AvailableMicrocredits int64 `json:"available_microcredits,omitempty"`
+	// RecallableMicrocredits, on a 402 for a lease, is what other nodes' open leases of the
+	// account reserve and were just recalled: returned, they may cover the request, so the
+	// node may retry within a short wait. Absent (0) when the refusal is final.
+	RecallableMicrocredits int64 `json:"recallable_microcredits,omitempty"`
 }

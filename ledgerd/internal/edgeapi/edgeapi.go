@@ -59,8 +59,9 @@ func New(cfg Config) http.Handler {
 	route("POST /internal/v1/leases", a.grant)
 	route("POST /internal/v1/leases/{lease_id}/extend", a.extend)
 	route("POST /internal/v1/leases/{lease_id}/release", a.release)
+	route("GET /internal/v1/edges/{edge_id}/recalls", a.recalls)
 	for _, p := range []string{"/internal/v1/keys/{hash}", "/internal/v1/accounts/{id}/balance", "/internal/v1/leases",
-		"/internal/v1/leases/{lease_id}/extend", "/internal/v1/leases/{lease_id}/release"} {
+		"/internal/v1/leases/{lease_id}/extend", "/internal/v1/leases/{lease_id}/release", "/internal/v1/edges/{edge_id}/recalls"} {
 		mux.Handle(p, jsonapi.MethodNotAllowed(cfg.Logger))
 	}
 	mux.Handle("/", jsonapi.NotFound(cfg.Logger))
@@ -128,7 +129,7 @@ func (a *api) leaseError(call string, l store.Lease, err error) error {
 		a.grants.WithLabelValues(call, "insufficient").Inc()
 		avail := l.AccountAvailable
 		e := jsonapi.Errorf(http.StatusPaymentRequired, jsonapi.TypeBilling, "available credit cannot cover the minimum asked")
-		e.Available = &avail
+		e.Available, e.Recallable = &avail, l.Recallable
 		return e
 	case errors.Is(err, store.ErrNotFound):
 		a.grants.WithLabelValues(call, "refused").Inc()
@@ -143,10 +144,29 @@ func (a *api) leaseError(call string, l store.Lease, err error) error {
 	return err
 }
 
-func (a *api) writeLease(w http.ResponseWriter, call string, l store.Lease) {
+// writeLease answers a lease call. ttl is the lifetime the call gave the lease (0 for a
+// release): the store set its expiry to the store's now plus ttl, so a node that counts ttl
+// from when it sent the call stops using the lease before ledgerd considers it expired.
+func (a *api) writeLease(w http.ResponseWriter, call string, l store.Lease, ttl time.Duration) {
 	a.grants.WithLabelValues(call, "ok").Inc()
 	jsonapi.WriteJSON(w, http.StatusOK, ledgerapi.Lease{LeaseID: l.ID, AccountID: l.AccountID, GrantedMicrocredits: l.Granted,
-		ExpiresAt: l.ExpiresAt, AvailableMicrocredits: l.AccountAvailable})
+		ExpiresAt: l.ExpiresAt, TTLMillis: ttl.Milliseconds(), AvailableMicrocredits: l.AccountAvailable})
+}
+
+// recallsMax bounds one recalls answer; a node with more gets the rest on its next poll.
+const recallsMax = 1000
+
+func (a *api) recalls(w http.ResponseWriter, r *http.Request) error {
+	edge := r.PathValue("edge_id")
+	if edge == "" || !jsonapi.ValidText(edge, EdgeIDBytesMax) {
+		return invalid("edge_id: want 1..%d bytes of text", EdgeIDBytesMax)
+	}
+	ids, err := a.Store.RecalledLeases(r.Context(), edge, recallsMax)
+	if err != nil {
+		return err
+	}
+	jsonapi.WriteJSON(w, http.StatusOK, ledgerapi.Recalls{LeaseIDs: ids})
+	return nil
 }
 
 func (a *api) grant(w http.ResponseWriter, r *http.Request) error {
@@ -171,7 +191,7 @@ func (a *api) grant(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return a.leaseError("grant", l, err)
 	}
-	a.writeLease(w, "grant", l)
+	a.writeLease(w, "grant", l, a.LeaseTTL)
 	return nil
 }
 
@@ -192,7 +212,7 @@ func (a *api) extend(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return a.leaseError("extend", l, err)
 	}
-	a.writeLease(w, "extend", l)
+	a.writeLease(w, "extend", l, a.LeaseTTL)
 	return nil
 }
 
@@ -208,6 +228,6 @@ func (a *api) release(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return a.leaseError("release", l, err)
 	}
-	a.writeLease(w, "release", l)
+	a.writeLease(w, "release", l, 0)
 	return nil
 }

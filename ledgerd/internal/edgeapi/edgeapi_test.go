@@ -138,30 +138,49 @@ func TestLeases(t *testing.T) {
 	e := newEnv(t)
 	id := e.account(10)
 	var l ledgerapi.Lease
-	st := e.call("POST", "/internal/v1/leases", ledgerapi.Grant{AccountID: id, EdgeID: "edge-1", WantMicrocredits: 4_000_000, MinMicrocredits: 1}, &l)
+	st := e.call("POST", "/internal/v1/leases", ledgerapi.Grant{AccountID: id, EdgeID: "edge-1", WantMicrocredits: 2_000_000, MinMicrocredits: 1}, &l)
 	require.Equal(t, http.StatusOK, st)
 	require.Equal(t, id, l.AccountID)
-	require.Equal(t, int64(4_000_000), l.GrantedMicrocredits)
-	require.Equal(t, int64(6_000_000), l.AvailableMicrocredits)
+	require.Equal(t, int64(2_000_000), l.GrantedMicrocredits)
+	require.Equal(t, int64(8_000_000), l.AvailableMicrocredits)
 	require.Equal(t, e.clock.Now().Add(60*time.Second), l.ExpiresAt.UTC())
+	require.Equal(t, int64(60_000), l.TTLMillis)
 
-	// Extend takes what is left; asking more than is available with a high min is a 402
-	// that says what is available.
+	// Extend takes a quarter of what is available (8 → 2 credits), and exactly the minimum
+	// when that is more than a quarter; asking more than is available with a high min is a
+	// 402 that says what is available.
 	var l2 ledgerapi.Lease
 	require.Equal(t, http.StatusOK, e.call("POST", "/internal/v1/leases/"+l.LeaseID+"/extend",
 		ledgerapi.Extend{WantMicrocredits: 9_000_000, MinMicrocredits: 1_000_000, SpentMicrocredits: 500_000}, &l2))
+	require.Equal(t, int64(4_000_000), l2.GrantedMicrocredits)
+	require.Equal(t, int64(6_000_000), l2.AvailableMicrocredits)
+	require.Equal(t, http.StatusOK, e.call("POST", "/internal/v1/leases/"+l.LeaseID+"/extend",
+		ledgerapi.Extend{WantMicrocredits: 6_000_000, MinMicrocredits: 6_000_000, SpentMicrocredits: 500_000}, &l2))
 	require.Equal(t, int64(10_000_000), l2.GrantedMicrocredits)
 	require.Zero(t, l2.AvailableMicrocredits)
+
+	// Another node is refused, and edge-1's lease, which could cover it, is recalled.
+	var recalls ledgerapi.Recalls
+	require.Equal(t, http.StatusOK, e.call("GET", "/internal/v1/edges/edge-1/recalls", nil, &recalls))
+	require.Empty(t, recalls.LeaseIDs)
 	var apiErr ledgerapi.Error
 	require.Equal(t, http.StatusPaymentRequired, e.call("POST", "/internal/v1/leases",
 		ledgerapi.Grant{AccountID: id, EdgeID: "edge-2", WantMicrocredits: 5, MinMicrocredits: 5}, &apiErr))
 	require.Equal(t, "billing_error", apiErr.Error.Type)
 	require.Zero(t, apiErr.AvailableMicrocredits)
+	require.Equal(t, int64(10_000_000), apiErr.RecallableMicrocredits)
+	require.Equal(t, http.StatusOK, e.call("GET", "/internal/v1/edges/edge-1/recalls", nil, &recalls))
+	require.Equal(t, []string{l.LeaseID}, recalls.LeaseIDs)
+	require.Equal(t, http.StatusOK, e.call("GET", "/internal/v1/edges/edge-2/recalls", nil, &recalls))
+	require.Empty(t, recalls.LeaseIDs)
 
 	// Release with a spend of 3 credits: 7 come back.
 	var rel ledgerapi.Lease
 	require.Equal(t, http.StatusOK, e.call("POST", "/internal/v1/leases/"+l.LeaseID+"/release", ledgerapi.Release{SpentMicrocredits: 3_000_000}, &rel))
 	require.Equal(t, int64(7_000_000), rel.AvailableMicrocredits)
+	require.Zero(t, rel.TTLMillis)
+	require.Equal(t, http.StatusOK, e.call("GET", "/internal/v1/edges/edge-1/recalls", nil, &recalls))
+	require.Empty(t, recalls.LeaseIDs, "a released lease is no longer recalled")
 	require.Equal(t, http.StatusOK, e.call("POST", "/internal/v1/leases/"+l.LeaseID+"/release", ledgerapi.Release{SpentMicrocredits: 3_000_000}, &rel))
 	require.Equal(t, http.StatusConflict, e.call("POST", "/internal/v1/leases/"+l.LeaseID+"/extend", ledgerapi.Extend{WantMicrocredits: 1, MinMicrocredits: 1}, &apiErr))
 	require.Equal(t, "conflict_error", apiErr.Error.Type)

@@ -40,6 +40,9 @@ type Error struct {
 	Message string
 	// Available, when set, is added to the body as available_microcredits (lease refusals).
 	Available *int64
+	// Recallable, when non-zero, is added as recallable_microcredits (lease refusals that
+	// recalled other nodes' leases).
+	Recallable int64
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Type, e.Message) }
@@ -54,7 +57,8 @@ type errorBody struct {
 		Type    string `json:"type"`
 		Message string `json:"message"`
 	} `json:"error"`
-	Available *int64 `json:"available_microcredits,omitempty"`
+	Available  *int64 `json:"available_microcredits,omitempty"`
+	Recallable int64  `json:"recallable_microcredits,omitempty"`
 }
 
 // WriteError writes err as the error body. Errors that are not *Error are internal: they are
@@ -66,7 +70,7 @@ func WriteError(w http.ResponseWriter, log *slog.Logger, err error) {
 		e = Errorf(http.StatusInternalServerError, TypeAPI, "internal error")
 	}
 	var b errorBody
-	b.Error.Type, b.Error.Message, b.Available = e.Type, e.Message, e.Available
+	b.Error.Type, b.Error.Message, b.Available, b.Recallable = e.Type, e.Message, e.Available, e.Recallable
 	WriteJSON(w, e.Status, b)
 }
 

@@ -58,18 +58,33 @@ func (l Lease) Check() error {
 	return nil
 }
 
-// GrantAmount is the grant rule: min(want, available), when that is at least min. It refuses
-// with ErrInsufficient otherwise. With min 0 it never refuses and may grant 0 (an extend that
-// only refreshes the expiry). 0 ≤ min ≤ want is the caller's to validate.
+// LeaseShareDivisor bounds what one grant takes from an account: at most 1/LeaseShareDivisor
+// of its available credit (unless the request itself needs more, below). Several nodes asking
+// for leases on one account then each get a share instead of the first taking everything,
+// and what one node holds unspent stays small compared with what the others can still get.
+const LeaseShareDivisor = 4
+
+// GrantAmount is the grant rule for a node that wants want µcr and needs at least minimum
+// (the hold of the request waiting for it):
+//
+//	g = min(want, available / LeaseShareDivisor)   when that is at least minimum;
+//	g = minimum                                     when only available ≥ minimum;
+//	refused with ErrInsufficient                    when available < minimum.
+//
+// The second line is the low-balance rule: when what is available is small compared with
+// lease sizes, the node gets exactly what its request needs, so a balance spread over many
+// nodes is never locked up in leases while one of them refuses a request the account can
+// afford. With minimum 0 it never refuses and may grant 0 (an extend that only refreshes the
+// expiry). 0 ≤ minimum ≤ want is the caller's to validate.
 func GrantAmount(available, want, minimum int64) (int64, error) {
 	if minimum < 0 || want < minimum {
 		return 0, invariant("grant want %d min %d", want, minimum)
 	}
-	g := max(min(want, available), 0)
-	if g < minimum {
+	if minimum > 0 && available < minimum {
 		return 0, ErrInsufficient
 	}
-	return g, nil
+	g := min(want, max(available, 0)/LeaseShareDivisor)
+	return max(g, minimum), nil
 }
 
 // NewLease is a lease just granted g.

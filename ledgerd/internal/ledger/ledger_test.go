@@ -149,13 +149,15 @@ func TestGrantAmount(t *testing.T) {
 		err                  error
 	}{
 		{"plenty", 1000, 100, 10, 100, nil},
-		{"capped by available", 50, 100, 10, 50, nil},
-		{"exactly min", 10, 100, 10, 10, nil},
+		{"a quarter of what is available", 200, 100, 10, 50, nil},
+		{"low balance: exactly min", 30, 100, 10, 10, nil},
+		{"exactly min available", 10, 100, 10, 10, nil},
 		{"below min", 9, 100, 10, 0, ledger.ErrInsufficient},
 		{"overdrawn", -5, 100, 10, 0, ledger.ErrInsufficient},
 		{"min above want", 100, 5, 10, 0, ledger.ErrInvariant},
 		{"zero min refreshes only", -5, 5, 0, 0, nil},
-		{"zero min takes what there is", 3, 5, 0, 3, nil},
+		{"zero min takes a share", 12, 5, 0, 3, nil},
+		{"zero min, little available", 3, 5, 0, 0, nil},
 		{"zero want", 100, 0, 0, 0, nil},
 		{"negative min", 100, 5, -1, 0, ledger.ErrInvariant},
 	} {

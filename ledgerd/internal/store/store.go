@@ -125,6 +125,10 @@ type Lease struct {
 	// AccountAvailable is the account's available credit right after the call that returned
 	// this lease.
 	AccountAvailable int64
+	// Recallable, on ErrInsufficient, is what other nodes' open leases of the account reserve
+	// and were just asked to return (see RecalledLeases): the caller may retry shortly. 0 when
+	// even that could not cover the minimum asked, so the refusal stands.
+	Recallable int64
 }
 
 // LeaseGrant asks for a new lease: grant min(Want, available) if that is at least Min.
@@ -186,6 +190,9 @@ type Store interface {
 	ReleaseLease(ctx context.Context, leaseID string, spent int64) (Lease, error)
 	// ReapLeases reclaims up to limit leases whose expiry is older than grace.
 	ReapLeases(ctx context.Context, grace time.Duration, limit int) (int, error)
+	// RecalledLeases lists up to limit open leases of edgeID that a refused grant or extend
+	// on another node asked to be returned.
+	RecalledLeases(ctx context.Context, edgeID string, limit int) ([]string, error)
 
 	// ExistingAccounts returns which of ids exist.
 	ExistingAccounts(ctx context.Context, ids []string) (map[string]bool, error)

@@ -75,7 +75,9 @@ func (s *Store) writeLease(ctx context.Context, tx *sql.Tx, l store.Lease) error
 // returned Lease carries only AccountAvailable.
 func (s *Store) GrantLease(ctx context.Context, g store.LeaseGrant) (store.Lease, error) {
 	var out store.Lease
+	var refused bool
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		out, refused = store.Lease{}, false
 		a, err := s.lockAccount(ctx, tx, g.AccountID)
 		if err != nil {
 			return err
@@ -84,8 +86,14 @@ func (s *Store) GrantLease(ctx context.Context, g store.LeaseGrant) (store.Lease
 			return store.ErrSuspended
 		}
 		amount, err := ledger.GrantAmount(a.Available(), g.Want, g.Min)
-		if err != nil {
+		if errors.Is(err, ledger.ErrInsufficient) {
+			// Commit the recall marks, if any: the refusal itself changes nothing else.
+			refused = true
 			out.AccountAvailable = a.Available()
+			out.Recallable, err = s.recall(ctx, tx, a, g.EdgeID, g.Min)
+			return err
+		}
+		if err != nil {
 			return err
 		}
 		now := s.now()
@@ -102,21 +110,75 @@ func (s *Store) GrantLease(ctx context.Context, g store.LeaseGrant) (store.Lease
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, store.ErrInsufficient) {
+	if err != nil {
 		return store.Lease{}, err
 	}
-	return out, err
+	if refused {
+		return out, store.ErrInsufficient
+	}
+	return out, nil
+}
+
+// recall answers a refusal of minimum µcr to edgeID on account a: when the open leases the
+// account's other nodes hold reserve enough that, returned, the minimum could be granted, it
+// stamps them recalled (their nodes poll for that and release them) and returns what they
+// reserve. Otherwise it returns 0 and changes nothing: the refusal is final. Part of the
+// reservation is spend not yet settled, which stays reserved after a release, so a recall
+// may not free enough; the asking node then retries into a final refusal.
+func (s *Store) recall(ctx context.Context, tx *sql.Tx, a store.Account, edgeID string, minimum int64) (int64, error) {
+	var held int64
+	err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(reservation), 0) FROM leases
+		WHERE account_id = $1 AND state = 'open' AND edge_id <> $2 AND reservation > 0`, a.ID, edgeID).Scan(&held)
+	if err != nil {
+		return 0, fmt.Errorf("sum recallable leases: %w", err)
+	}
+	if held == 0 || a.Available()+held < minimum {
+		return 0, nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE leases SET recalled_ms = $1
+		WHERE account_id = $2 AND state = 'open' AND edge_id <> $3 AND reservation > 0 AND recalled_ms = 0`,
+		s.now().UnixMilli(), a.ID, edgeID); err != nil {
+		return 0, fmt.Errorf("recall leases: %w", err)
+	}
+	return held, nil
+}
+
+// RecalledLeases lists open leases of edgeID that were recalled.
+func (s *Store) RecalledLeases(ctx context.Context, edgeID string, limit int) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM leases WHERE edge_id = $1 AND state = 'open' AND recalled_ms > 0
+		ORDER BY id LIMIT $2`, edgeID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("query recalled leases: %w", err)
+	}
+	defer rows.Close()
+	ids := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("scan recalled lease: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("query recalled leases: %w", err)
+	}
+	return ids, nil
 }
 
 // changeLease runs fn on a locked lease and its locked account, writes the lease it returns
 // and moves the account's reservation by the difference.
-func (s *Store) changeLease(ctx context.Context, leaseID string, fn func(a store.Account, l store.Lease) (store.Lease, error)) (store.Lease, error) {
+//
+// fn may refuse with ErrInsufficient after writing recall marks through tx: that refusal
+// commits (nothing else changed) and is returned with the lease as fn returned it.
+func (s *Store) changeLease(ctx context.Context, leaseID string, fn func(tx *sql.Tx, a store.Account, l store.Lease) (store.Lease, error)) (store.Lease, error) {
 	acct, err := s.leaseAccount(ctx, leaseID)
 	if err != nil {
 		return store.Lease{}, err
 	}
 	var out store.Lease
+	var refused bool
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		refused = false
 		a, err := s.lockAccount(ctx, tx, acct)
 		if err != nil {
 			return err
@@ -127,7 +189,12 @@ func (s *Store) changeLease(ctx context.Context, leaseID string, fn func(a store
 		}
 		out = l
 		out.AccountAvailable = a.Available()
-		nl, err := fn(a, l)
+		nl, err := fn(tx, a, l)
+		if errors.Is(err, store.ErrInsufficient) {
+			refused = true
+			out.Recallable = nl.Recallable
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -145,16 +212,19 @@ func (s *Store) changeLease(ctx context.Context, leaseID string, fn func(a store
 		out.AccountAvailable = a.Available() - delta
 		return nil
 	})
-	if err != nil && !errors.Is(err, store.ErrInsufficient) {
+	if err != nil {
 		return store.Lease{}, err
 	}
-	return out, err
+	if refused {
+		return out, store.ErrInsufficient
+	}
+	return out, nil
 }
 
 // ExtendLease adds min(want, available) (at least min) to an open lease, records the node's
 // spend so far and refreshes the expiry. want = min = 0 only refreshes.
 func (s *Store) ExtendLease(ctx context.Context, leaseID string, want, minimum, spent int64, ttl time.Duration) (store.Lease, error) {
-	return s.changeLease(ctx, leaseID, func(a store.Account, l store.Lease) (store.Lease, error) {
+	return s.changeLease(ctx, leaseID, func(tx *sql.Tx, a store.Account, l store.Lease) (store.Lease, error) {
 		if l.State != ledger.LeaseOpen {
 			return l, store.ErrLeaseClosed
 		}
@@ -162,6 +232,13 @@ func (s *Store) ExtendLease(ctx context.Context, leaseID string, want, minimum, 
 			return l, store.ErrSuspended
 		}
 		amount, err := ledger.GrantAmount(a.Available(), want, minimum)
+		if errors.Is(err, ledger.ErrInsufficient) {
+			var rerr error
+			if l.Recallable, rerr = s.recall(ctx, tx, a, l.EdgeID, minimum); rerr != nil {
+				return l, rerr
+			}
+			return l, err
+		}
 		if err != nil {
 			return l, err
 		}
@@ -177,7 +254,7 @@ func (s *Store) ExtendLease(ctx context.Context, leaseID string, want, minimum, 
 // ReleaseLease closes a lease with the node's total spend. Releasing a closed lease changes
 // nothing and returns it as it is, so an edge may retry a release safely.
 func (s *Store) ReleaseLease(ctx context.Context, leaseID string, spent int64) (store.Lease, error) {
-	return s.changeLease(ctx, leaseID, func(_ store.Account, l store.Lease) (store.Lease, error) {
+	return s.changeLease(ctx, leaseID, func(_ *sql.Tx, _ store.Account, l store.Lease) (store.Lease, error) {
 		if l.State != ledger.LeaseOpen {
 			return l, nil
 		}
@@ -217,7 +294,7 @@ func (s *Store) ReapLeases(ctx context.Context, grace time.Duration, limit int) 
 	n := 0
 	for _, id := range ids {
 		reaped := false
-		_, err := s.changeLease(ctx, id, func(_ store.Account, l store.Lease) (store.Lease, error) {
+		_, err := s.changeLease(ctx, id, func(_ *sql.Tx, _ store.Account, l store.Lease) (store.Lease, error) {
 			// Re-check under the lock: an extend may have refreshed it meanwhile.
 			if l.State == ledger.LeaseExpired || l.Reservation == 0 && l.State == ledger.LeaseReleased ||
 				l.ExpiresAt.UnixMilli() >= cutoff {

@@ -408,7 +408,11 @@ func (a *api) ledgerAccounts(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	jsonapi.WriteJSON(w, http.StatusOK, map[string]any{"accounts_microcredits": la})
+	cr, usd := map[string]int64{}, map[string]string{}
+	for code, t := range la {
+		cr[code], usd[code] = t.Microcredits, ledger.FormatUSD(t.MicroUSD)
+	}
+	jsonapi.WriteJSON(w, http.StatusOK, map[string]any{"accounts_microcredits": cr, "accounts_usd": usd})
 	return nil
 }
 

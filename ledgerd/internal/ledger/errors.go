@@ -9,6 +9,8 @@ var (
 	// ErrInsufficient is an ordinary refusal: the account's available credit cannot cover
 	// what was asked (a lease's minimum, a refund).
 	ErrInsufficient = errors.New("insufficient available credit")
+	// ErrLotUsed: a reversal was asked for a top-up whose credit is no longer wholly unused.
+	ErrLotUsed = errors.New("top-up credit already partly used, refunded or forfeited")
 	// ErrLeaseClosed: the lease was released or reclaimed and can no longer be extended.
 	ErrLeaseClosed = errors.New("lease closed")
 )

@@ -19,12 +19,14 @@ func TestCheckBalanced(t *testing.T) {
 		ok   bool
 	}{
 		{"empty", nil, true},
-		{"pair", []ledger.Posting{{"a", 5}, {"b", -5}}, true},
-		{"three", []ledger.Posting{{"a", 5}, {"b", -3}, {"c", -2}}, true},
-		{"unbalanced", []ledger.Posting{{"a", 5}, {"b", -4}}, false},
-		{"same account twice", []ledger.Posting{{"a", 5}, {"a", -5}}, false},
-		{"no account", []ledger.Posting{{"", 0}}, false},
-		{"overflow", []ledger.Posting{{"a", 1 << 62}, {"b", 1 << 62}, {"c", -(1 << 62)}, {"d", -(1 << 62)}}, false},
+		{"pair", []ledger.Posting{{"a", 5, 1}, {"b", -5, -1}}, true},
+		{"three", []ledger.Posting{{"a", 5, 0}, {"b", -3, 2}, {"c", -2, -2}}, true},
+		{"unbalanced credits", []ledger.Posting{{"a", 5, 0}, {"b", -4, 0}}, false},
+		{"unbalanced USD", []ledger.Posting{{"a", 5, 1}, {"b", -5, 0}}, false},
+		{"same account twice", []ledger.Posting{{"a", 5, 0}, {"a", -5, 0}}, false},
+		{"no account", []ledger.Posting{{"", 0, 0}}, false},
+		{"overflow", []ledger.Posting{{"a", 1 << 62, 0}, {"b", 1 << 62, 0}, {"c", -(1 << 62), 0}, {"d", -(1 << 62), 0}}, false},
+		{"USD overflow", []ledger.Posting{{"a", 0, 1 << 62}, {"b", 0, 1 << 62}, {"c", 0, -(1 << 62)}, {"d", 0, -(1 << 62)}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := ledger.CheckBalanced(tc.ps)
@@ -37,18 +39,106 @@ func TestCheckBalanced(t *testing.T) {
 	}
 }
 
-func TestTopUpPostings(t *testing.T) {
-	ps, err := ledger.TopUpPostings("a1", 1000*cr, 5_000_000, "admin")
+func TestPaidMicrocredits(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		credits, usd      int64 // µcr, µ$
+		wantPaid, wantBon int64
+	}{
+		{"credits_1k at base", 1000 * cr, 5_000_000, 1000 * cr, 0},
+		{"credits_105k: 100k paid, 5k bonus", 105_000 * cr, 500_000_000, 100_000 * cr, 5000 * cr},
+		{"credits_275k: 250k paid, 25k bonus", 275_000 * cr, 1_250_000_000, 250_000 * cr, 25_000 * cr},
+		{"free grant is all bonus", 10 * cr, 0, 0, 10 * cr},
+		{"premium price has no bonus", 100 * cr, 1_000_000, 100 * cr, 0},
+		{"one micro-dollar short of base", 1 * cr, 4999, 4999 * 200, 1*cr - 4999*200},
+		{"huge amount does not overflow", 1 * cr, 999_999_999_999_999_999, 1 * cr, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			paid, bonus := ledger.PaidMicrocredits(tc.credits, tc.usd)
+			require.Equal(t, tc.wantPaid, paid)
+			require.Equal(t, tc.wantBon, bonus)
+		})
+	}
+}
+
+func TestPostings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fn   func() ([]ledger.Posting, error)
+		want []ledger.Posting
+		err  error
+	}{
+		{"paid top-up at base", func() ([]ledger.Posting, error) { return ledger.TopUpPostings("a1", 1000*cr, 5_000_000, "card", 0) },
+			[]ledger.Posting{{"customer:a1", 1000 * cr, 5_000_000}, {"cash:card", -1000 * cr, -5_000_000}}, nil},
+		{"tier bonus from the bonus account", func() ([]ledger.Posting, error) {
+			return ledger.TopUpPostings("a1", 105_000*cr, 500_000_000, "admin", 0)
+		}, []ledger.Posting{{"customer:a1", 105_000 * cr, 500_000_000}, {"cash:admin", -100_000 * cr, -500_000_000}, {"bonus", -5000 * cr, 0}}, nil},
+		{"grant", func() ([]ledger.Posting, error) { return ledger.TopUpPostings("a1", 10*cr, 0, "admin", 0) },
+			[]ledger.Posting{{"customer:a1", 10 * cr, 0}, {"bonus", -10 * cr, 0}}, nil},
+		{"top-up covering an overdraft recognizes revenue", func() ([]ledger.Posting, error) {
+			return ledger.TopUpPostings("a1", 1000*cr, 5_000_000, "admin", 15_000)
+		}, []ledger.Posting{{"customer:a1", 1000 * cr, 4_985_000}, {"cash:admin", -1000 * cr, -5_000_000}, {"revenue", 0, 15_000}}, nil},
+		{"recognized beyond paid", func() ([]ledger.Posting, error) { return ledger.TopUpPostings("a1", 1, 5, "admin", 6) }, nil, ledger.ErrInvariant},
+		{"usage", func() ([]ledger.Posting, error) { return ledger.UsagePostings("a1", 2*cr, 10_000) },
+			[]ledger.Posting{{"customer:a1", -2 * cr, -10_000}, {"revenue", 2 * cr, 10_000}}, nil},
+		{"free usage has no postings", func() ([]ledger.Posting, error) { return ledger.UsagePostings("a1", 0, 0) }, nil, nil},
+		{"negative usage", func() ([]ledger.Posting, error) { return ledger.UsagePostings("a1", -1, 0) }, nil, ledger.ErrInvariant},
+		{"refund", func() ([]ledger.Posting, error) { return ledger.RefundPostings("a1", 5*cr, 25_000) },
+			[]ledger.Posting{{"customer:a1", -5 * cr, -25_000}, {"refunds", 5 * cr, 25_000}}, nil},
+		{"forfeit", func() ([]ledger.Posting, error) { return ledger.ForfeitPostings("a1", 5*cr, 25_000) },
+			[]ledger.Posting{{"customer:a1", -5 * cr, -25_000}, {"forfeits", 5 * cr, 25_000}}, nil},
+		{"empty forfeit", func() ([]ledger.Posting, error) { return ledger.ForfeitPostings("a1", 0, 0) }, nil, ledger.ErrInvariant},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ps, err := tc.fn()
+			require.ErrorIs(t, err, tc.err)
+			if tc.err == nil {
+				require.Equal(t, tc.want, ps)
+				require.NoError(t, ledger.CheckBalanced(ps))
+			}
+		})
+	}
+}
+
+func TestReverse(t *testing.T) {
+	lots := []ledger.Lot{
+		{ID: "old", Microcredits: 1000 * cr, MicroUSD: 5_000_000, Remaining: 400 * cr},
+		{ID: "dup", Microcredits: 105_000 * cr, MicroUSD: 500_000_000, Remaining: 105_000 * cr},
+	}
+	bal := int64(105_400 * cr)
+	nb, take, err := ledger.Reverse(bal, 0, lots, "dup")
 	require.NoError(t, err)
-	require.Equal(t, []ledger.Posting{{"customer:a1", 1000 * cr}, {"cash:admin", -1000 * cr}}, ps)
-	ps, err = ledger.TopUpPostings("a1", 10*cr, 0, "admin")
-	require.NoError(t, err)
-	require.Equal(t, []ledger.Posting{{"customer:a1", 10 * cr}, {"bonus", -10 * cr}}, ps)
-	ps, err = ledger.UsagePostings("a1", 0)
-	require.NoError(t, err)
-	require.Empty(t, ps)
-	_, err = ledger.UsagePostings("a1", -1)
+	require.Equal(t, int64(400*cr), nb)
+	require.Equal(t, ledger.Take{LotID: "dup", Microcredits: 105_000 * cr, MicroUSD: 500_000_000}, take)
+
+	_, _, err = ledger.Reverse(bal, 0, lots, "old") // partly used
+	require.ErrorIs(t, err, ledger.ErrLotUsed)
+	_, _, err = ledger.Reverse(bal, 0, lots, "gone") // not open any more
+	require.ErrorIs(t, err, ledger.ErrLotUsed)
+	_, _, err = ledger.Reverse(bal, 401*cr, lots, "dup") // held credit is not refundable
+	require.ErrorIs(t, err, ledger.ErrInsufficient)
+	_, _, err = ledger.Reverse(bal+1, 0, lots, "dup")
 	require.ErrorIs(t, err, ledger.ErrInvariant)
+}
+
+func TestForfeit(t *testing.T) {
+	lots := []ledger.Lot{
+		{ID: "a", Microcredits: 1000 * cr, MicroUSD: 5_000_000, Remaining: 400 * cr},
+		{ID: "b", Microcredits: 105_000 * cr, MicroUSD: 500_000_000, Remaining: 105_000 * cr},
+	}
+	nb, n, takes, err := ledger.Forfeit(105_400*cr, lots)
+	require.NoError(t, err)
+	require.Zero(t, nb)
+	require.Equal(t, int64(105_400*cr), n)
+	require.Equal(t, []ledger.Take{{"b", 105_000 * cr, 500_000_000, 0}, {"a", 400 * cr, 2_000_000, 0}}, takes)
+	require.Equal(t, int64(502_000_000), ledger.SumUSD(takes))
+
+	// An overdrawn account has nothing to forfeit; its debt stays.
+	nb, n, takes, err = ledger.Forfeit(-3*cr, nil)
+	require.NoError(t, err)
+	require.Equal(t, int64(-3*cr), nb)
+	require.Zero(t, n)
+	require.Empty(t, takes)
 }
 
 // The credits_105k plan: 105,000 credits for $500, so one credit is worth 500/105000 µ$·10⁶ =

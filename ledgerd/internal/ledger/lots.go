@@ -156,3 +156,52 @@ func Refund(balance, reserved int64, lots []Lot, amount int64) (int64, []Take, e
 	}
 	return balance - amount, takes, nil
 }
+
+// SumUSD is the USD of takes: revenue recognized, or USD returned or forfeited.
+func SumUSD(takes []Take) int64 {
+	var s int64
+	for _, t := range takes {
+		s += t.MicroUSD // each ≤ its lot's MicroUSD, which fits with room to spare
+	}
+	return s
+}
+
+// Reverse returns one whole lot: the reversal of a duplicate top-up. The lot must be wholly
+// unused (ErrLotUsed otherwise: use a partial refund for what is left) and the account's
+// available credit must cover it (ErrInsufficient: reserved credit may already be spent on an
+// edge node). The take returns exactly the lot's MicroUSD.
+func Reverse(balance, reserved int64, lots []Lot, lotID string) (int64, Take, error) {
+	if _, err := checkLots(balance, lots); err != nil {
+		return 0, Take{}, err
+	}
+	for _, l := range lots {
+		if l.ID != lotID {
+			continue
+		}
+		if l.Remaining != l.Microcredits {
+			return 0, Take{}, ErrLotUsed
+		}
+		if l.Microcredits > balance-reserved {
+			return 0, Take{}, ErrInsufficient
+		}
+		return balance - l.Microcredits, l.take(l.Microcredits), nil
+	}
+	// Not among the open lots: used up, refunded, or forfeited already.
+	return 0, Take{}, ErrLotUsed
+}
+
+// Forfeit takes every lot's remaining credit: a chargeback forfeits the whole balance,
+// reserved credit included (the payment behind it is gone; what edges still spend from their
+// leases settles later as an overdraft). It returns the new balance (0, or the unchanged
+// negative balance of an overdrawn account), the credit forfeited, and the takes.
+func Forfeit(balance int64, lots []Lot) (int64, int64, []Take, error) {
+	held, err := checkLots(balance, lots)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	takes, err := takeFrom(lots, held, func(i int) int { return len(lots) - 1 - i })
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	return balance - held, held, takes, nil
+}

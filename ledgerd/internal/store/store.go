@@ -22,8 +22,12 @@ var (
 	ErrConflict = errors.New("idempotency key reused with a different request")
 	// ErrSuspended: the account is suspended and cannot take leases.
 	ErrSuspended = errors.New("account suspended")
-	// ErrInsufficient and ErrLeaseClosed are the ledger's own refusals.
+	// ErrAlreadyReversed: the top-up a reversal names was reversed before (by another
+	// refund_id).
+	ErrAlreadyReversed = errors.New("top-up already reversed")
+	// ErrInsufficient, ErrLotUsed and ErrLeaseClosed are the ledger's own refusals.
 	ErrInsufficient = ledger.ErrInsufficient
+	ErrLotUsed      = ledger.ErrLotUsed
 	ErrLeaseClosed  = ledger.ErrLeaseClosed
 )
 
@@ -36,12 +40,15 @@ const (
 // Account is a customer account. Balance is the settled balance (the projection of the
 // account's journal postings); Reserved is the sum of its leases' reservations.
 type Account struct {
-	ID        string
-	Name      string
-	Status    string
-	Balance   int64 // µcr
-	Reserved  int64 // µcr
-	CreatedAt time.Time
+	ID       string
+	Name     string
+	Status   string
+	Balance  int64 // µcr
+	Reserved int64 // µcr
+	// DeferredMicroUSD is the USD paid for the account's unused credit (its deferred revenue):
+	// the projection of the USD side of its postings.
+	DeferredMicroUSD int64
+	CreatedAt        time.Time
 }
 
 // Available is what new leases and refunds may use: balance − reserved.
@@ -74,7 +81,11 @@ type TopUp struct {
 	Plan      string // plan id when bought by plan, else ""
 	Credits   int64  // whole credits
 	MicroUSD  int64  // paid; 0 for a promotional grant
-	Method    string // payment method, the cash ledger account's suffix ("admin")
+	Method    string // payment method, the cash ledger account's suffix ("admin", "card")
+	// EventID, when set, is the payment provider's event id: the top-up is applied at most
+	// once per event id, and a redelivered event returns the original result as a replay
+	// whatever its body says.
+	EventID string
 }
 
 // TopUpResult is the outcome of a top-up; a replay returns the original one.
@@ -86,33 +97,109 @@ type TopUpResult struct {
 	BalanceAfter int64 // µcr, right after this top-up
 }
 
-// Refund returns unused credit (newest lots first, at their purchase price). Idempotent by
-// RefundID across all accounts.
+// Refund returns unused credit, at the purchase price of the lots it comes from. Exactly one
+// of Microcredits, AllUnused and OrderID is set:
+//   - Microcredits or AllUnused: a partial refund, taken from the newest lots first;
+//   - OrderID: the reversal of that (duplicate) top-up, returned whole; its credit must be
+//     wholly unused (ErrLotUsed) and available (ErrInsufficient), and a top-up is reversed
+//     at most once (ErrAlreadyReversed).
+//
+// Idempotent by RefundID across all accounts. Reserved and used credit is never refunded.
 type Refund struct {
 	AccountID    string
 	RefundID     string
-	Microcredits int64 // ignored when AllUnused
-	AllUnused    bool  // refund everything available
+	Microcredits int64
+	AllUnused    bool
+	OrderID      string
 	Reason       string
+}
+
+// Refund kinds.
+const (
+	RefundPartial  = "refund"
+	RefundReversal = "reversal"
+)
+
+// MethodAmount is USD owed back through one payment method.
+type MethodAmount struct {
+	Method   string
+	MicroUSD int64
 }
 
 // RefundResult is the outcome of a refund; a replay returns the original one.
 type RefundResult struct {
 	ID           string
 	RefundID     string
+	Kind         string // RefundPartial or RefundReversal
+	OrderID      string // the reversed top-up
+	Reason       string
 	Microcredits int64
-	MicroUSD     int64 // owed back to the customer
+	MicroUSD     int64          // owed back to the customer in total
+	ByMethod     []MethodAmount // the same, by original payment method, sorted by method
 	BalanceAfter int64
+}
+
+// Chargeback records a disputed payment: the account is suspended and its whole balance,
+// reserved credit included, forfeited. Idempotent by ChargebackID across all accounts.
+type Chargeback struct {
+	AccountID    string
+	ChargebackID string
+	OrderID      string // the disputed top-up, optional; must be the account's when set
+	Reason       string
+}
+
+// ChargebackResult is the outcome of a chargeback; a replay returns the original one.
+type ChargebackResult struct {
+	ID           string
+	ChargebackID string
+	OrderID      string
+	Reason       string
+	Microcredits int64 // forfeited (0 when the account held nothing)
+	MicroUSD     int64 // deferred revenue forfeited
+	BalanceAfter int64
+}
+
+// Lot is the credit one top-up bought and what became of it.
+type Lot struct {
+	ID           string
+	OrderID      string // "" for lots older than the order link
+	Method       string
+	Microcredits int64 // bought
+	MicroUSD     int64 // paid
+	Remaining    int64 // unused
+	// What left the lot, by cause, in µcr and the µ$ it stood for at the lot's price.
+	Used, UsedMicroUSD           int64 // usage (revenue recognized)
+	Refunded, RefundedMicroUSD   int64 // refunds and reversals
+	Forfeited, ForfeitedMicroUSD int64 // chargebacks
+	CreatedAt                    time.Time
+}
+
+// Totals are the two sides of a ledger account's postings.
+type Totals struct {
+	Microcredits int64
+	MicroUSD     int64
+}
+
+// AccountCustomers is the key under which Report sums every customer ledger account.
+const AccountCustomers = "customers"
+
+// Report holds the balance of every ledger account at the start and end of a period, with
+// the customer accounts summed under AccountCustomers. What happened in the period is the
+// difference.
+type Report struct {
+	From, To         time.Time
+	Opening, Closing map[string]Totals
 }
 
 // Entry is one statement line: one journal transaction as it touched the customer.
 type Entry struct {
-	ID      string // journal transaction id
-	Time    time.Time
-	Kind    string // ledger.Kind*
-	Amount  int64  // µcr, signed
-	Balance int64  // µcr, running balance after this entry
-	Ref     string // order id, refund id, or the settlement batch's Kafka range
+	ID       string // journal transaction id
+	Time     time.Time
+	Kind     string // ledger.Kind*
+	Amount   int64  // µcr, signed
+	MicroUSD int64  // the USD side of the same posting: the change in deferred revenue
+	Balance  int64  // µcr, running balance after this entry
+	Ref      string // order id, refund id, chargeback id, or the settlement batch's Kafka range
 }
 
 // Lease is a credit lease as stored.
@@ -181,6 +268,12 @@ type Store interface {
 	// the same request, and ErrConflict when with a different one.
 	TopUp(ctx context.Context, t TopUp) (res TopUpResult, replayed bool, err error)
 	Refund(ctx context.Context, r Refund) (res RefundResult, replayed bool, err error)
+	// Chargeback suspends the account and forfeits its balance.
+	Chargeback(ctx context.Context, c Chargeback) (res ChargebackResult, replayed bool, err error)
+	// Lots lists an account's lots, oldest first.
+	Lots(ctx context.Context, accountID string) ([]Lot, error)
+	// Report sums the journal at the start and end of [from, to).
+	Report(ctx context.Context, from, to time.Time) (Report, error)
 	// Statement lists entries with from ≤ time < to, oldest first, at most limit of them;
 	// more reports whether entries were left out.
 	Statement(ctx context.Context, accountID string, from, to time.Time, limit int) (entries []Entry, more bool, err error)
@@ -204,11 +297,13 @@ type Store interface {
 	PruneSettled(ctx context.Context, before time.Time) (int64, error)
 
 	// LedgerAccounts returns the materialized balances of the non-customer ledger accounts
-	// (cash:<method>, revenue, bonus, refunds), in µcr.
-	LedgerAccounts(ctx context.Context) (map[string]int64, error)
-	// Check audits the books: every journal transaction sums to zero, every materialized
-	// balance equals its postings, reservations equal their leases, lots match balances.
-	// A failure wraps ledger.ErrInvariant.
+	// (cash:<method>, revenue, bonus, refunds, forfeits).
+	LedgerAccounts(ctx context.Context) (map[string]Totals, error)
+	// Check audits the books: every journal transaction sums to zero in credits and USD,
+	// every materialized balance equals its postings, reservations equal their leases, lots
+	// reconcile with balances, lot moves and the journal, and every top-up, refund,
+	// chargeback and settled request agrees with its journal transaction. A failure wraps
+	// ledger.ErrInvariant and lists every violation found.
 	Check(ctx context.Context) error
 	Ping(ctx context.Context) error
 	Close() error

@@ -37,7 +37,8 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger, now func() time.
 			Name:      "postgres",
 			ForUpdate: " FOR UPDATE",
 			// Any constant works; it only has to be the same in every ledgerd.
-			MigrationLock: "SELECT pg_advisory_xact_lock(7305001)",
+			MigrationLock:     "SELECT pg_advisory_xact_lock(7305001)",
+			SnapshotIsolation: sql.LevelRepeatableRead,
 		},
 	}, db.Close)
 	if err != nil {

@@ -9,12 +9,12 @@ import (
 	"tollgate/ledgerd/internal/store"
 )
 
-const accountCols = `id, name, status, balance, reserved, created_ms`
+const accountCols = `id, name, status, balance, reserved, deferred_microusd, created_ms`
 
 func scanAccount(row interface{ Scan(...any) error }) (store.Account, error) {
 	var a store.Account
 	var created int64
-	if err := row.Scan(&a.ID, &a.Name, &a.Status, &a.Balance, &a.Reserved, &created); err != nil {
+	if err := row.Scan(&a.ID, &a.Name, &a.Status, &a.Balance, &a.Reserved, &a.DeferredMicroUSD, &created); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.Account{}, store.ErrNotFound
 		}

@@ -190,7 +190,7 @@ func (s *Store) settleAccount(ctx context.Context, tx *sql.Tx, accountID, txID, 
 			return err
 		}
 	}
-	ps, err := ledger.UsagePostings(accountID, cost)
+	ps, err := ledger.UsagePostings(accountID, cost, ledger.SumUSD(takes))
 	if err != nil {
 		return err
 	}
@@ -227,14 +227,17 @@ func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int]int64
 }
 
 // PruneSettled deletes settled request ids older than before, in chunks so a large backlog
-// never holds the (SQLite: only) writer for long.
+// never holds the (SQLite: only) writer for long. A chunk ends on a whole millisecond of
+// settled_ms, so it never splits the rows of one batch (which share their settled_ms): the
+// audit that a charge equals the costs of its settled requests holds between chunks too.
 func (s *Store) PruneSettled(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
 	for {
 		var n int64
 		err := s.inTx(ctx, func(tx *sql.Tx) error {
-			res, err := tx.ExecContext(ctx, `DELETE FROM settled_requests WHERE request_id IN
-				(SELECT request_id FROM settled_requests WHERE settled_ms < $1 LIMIT 5000)`, before.UnixMilli())
+			res, err := tx.ExecContext(ctx, `DELETE FROM settled_requests WHERE settled_ms < $1 AND settled_ms <=
+				COALESCE((SELECT settled_ms FROM settled_requests WHERE settled_ms < $1 ORDER BY settled_ms LIMIT 1 OFFSET 4999), $1)`,
+				before.UnixMilli())
 			if err != nil {
 				return fmt.Errorf("prune settled requests: %w", err)
 			}

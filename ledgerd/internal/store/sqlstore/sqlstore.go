@@ -42,6 +42,11 @@ type Dialect struct {
 	// MigrationLock runs first in the migration transaction so instances starting together
 	// do not race; "" when transactions are serialized anyway.
 	MigrationLock string
+	// SnapshotIsolation is the isolation level of read transactions that run several
+	// statements and need them to see one snapshot (statements, reports, audits):
+	// REPEATABLE READ on PostgreSQL (READ COMMITTED would give each statement its own);
+	// the default on SQLite, where a WAL read transaction is a snapshot already.
+	SnapshotIsolation sql.IsolationLevel
 }
 
 // Options configure a Store.
@@ -116,11 +121,17 @@ func (s *Store) migrate(ctx context.Context) error {
 			version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)`); err != nil {
 			return fmt.Errorf("create schema_migrations: %w", err)
 		}
+		seen := map[int]string{}
 		for _, name := range names {
 			v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
 			if err != nil {
 				return fmt.Errorf("migration %s: version: %w", name, err)
 			}
+			// Two files with one version would apply only the first, silently.
+			if other, dup := seen[v]; dup {
+				return fmt.Errorf("migrations %s and %s: same version %d", other, name, v)
+			}
+			seen[v] = name
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = $1`, v).Scan(&n); err != nil {
 				return fmt.Errorf("read schema_migrations: %w", err)

@@ -221,7 +221,12 @@ func testTopUp(t *testing.T, s store.Store, _ *Clock) {
 	require.NoError(t, err)
 	la, err := s.LedgerAccounts(ctx())
 	require.NoError(t, err)
-	require.Equal(t, map[string]int64{"cash:admin": -106_000 * cr, "bonus": -50 * cr}, la)
+	// The 105k plan's tier bonus (5,000 credits beyond what $500 buys at $0.005) comes from
+	// the bonus account too; cash:admin holds the credit that money bought, and the USD.
+	require.Equal(t, map[string]store.Totals{
+		"cash:admin": {Microcredits: -101_000 * cr, MicroUSD: -505_000_000},
+		"bonus":      {Microcredits: -5050 * cr},
+	}, la)
 	require.Equal(t, int64(50*cr), balance(t, s, b.ID).Balance)
 }
 
@@ -342,7 +347,8 @@ func testSettle(t *testing.T, s store.Store, _ *Clock) {
 	require.Equal(t, int64(1000*cr-251), balance(t, s, b.ID).Balance)
 	la, err := s.LedgerAccounts(ctx())
 	require.NoError(t, err)
-	require.Equal(t, int64(358), la[ledger.AccountRevenue])
+	// 107 µcr of a $0.005 lot recognize floor(0.535) = 0 µ$; 251 µcr recognize floor(1.255) = 1.
+	require.Equal(t, store.Totals{Microcredits: 358, MicroUSD: 1}, la[ledger.AccountRevenue])
 
 	// A large batch crosses the insert chunk size.
 	big := store.Batch{Group: "ledgerd", Topic: "usage.v1"}
@@ -382,8 +388,10 @@ func testSettleLots(t *testing.T, s store.Store, _ *Clock) {
 	require.Equal(t, int64(997*cr), res2.BalanceAfter)
 	la, err := s.LedgerAccounts(ctx())
 	require.NoError(t, err)
-	require.Equal(t, int64(33*cr), la[ledger.AccountRevenue])
-	require.Equal(t, int64(274_980*cr), la[ledger.AccountRefunds])
+	// Revenue: 10 credits of the $0.005 lot, 20 of the 275k lot (90,909 µ$), and the 3 credits
+	// of overdraft at the new lot's price when it covered them (15,000 µ$).
+	require.Equal(t, store.Totals{Microcredits: 33 * cr, MicroUSD: 50_000 + 90_909 + 15_000}, la[ledger.AccountRevenue])
+	require.Equal(t, store.Totals{Microcredits: 274_980 * cr, MicroUSD: 1_250_000_000 - 90_909}, la[ledger.AccountRefunds])
 }
 
 func testSettleUnknownAccount(t *testing.T, s store.Store, _ *Clock) {

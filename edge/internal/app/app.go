@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 
@@ -23,7 +24,7 @@ import (
 	"tollgate/edge/internal/ledger"
 	"tollgate/edge/internal/metrics"
 	"tollgate/edge/internal/proxy"
-	"tollgate/edge/internal/sink/memq"
+	"tollgate/edge/internal/sink/wal"
 	"tollgate/pkg/bus"
 	"tollgate/pkg/pricing"
 	"tollgate/pkg/usage"
@@ -39,7 +40,7 @@ type App struct {
 	auth     *auth.Authenticator
 	admitter *balance.Admitter
 	producer *bus.Producer
-	queue    *memq.Queue
+	wal      *wal.WAL
 	metrics  *metrics.Edge
 	proxy    *proxy.Proxy
 
@@ -85,16 +86,23 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 
 	a.producer = bus.NewProducer(bus.ProducerConfig{Brokers: cfg.Kafka.Brokers, Topic: usage.Topic,
 		BatchSize: cfg.Records.BatchMax, BatchTimeout: cfg.Records.Linger, WriteTimeout: cfg.Kafka.WriteTimeout})
-	a.queue = memq.New(memq.Config{
-		QueueMax: cfg.Records.QueueMax,
-		BatchMax: cfg.Records.BatchMax,
+	a.wal, err = wal.Open(wal.Config{
+		Dir:          cfg.WALPath(),
+		SegmentBytes: int64(cfg.Records.WALSegmentBytes),
+		BytesMax:     int64(cfg.Records.WALBytesMax),
+		BatchMax:     cfg.Records.BatchMax,
 		Ensure: func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, cfg.Kafka.WriteTimeout)
 			defer cancel()
 			return bus.EnsureTopics(ctx, cfg.Kafka.Brokers, cfg.Kafka.Partitions, usage.Topic)
 		},
 	}, a.producer, log)
-	a.metrics.WatchQueue(a.queue)
+	if err != nil {
+		a.closeParts()
+		return nil, err
+	}
+	a.metrics.WatchQueue(a.wal)
+	a.watchWAL()
 
 	a.proxy, err = proxy.New(proxy.Config{
 		EdgeID:                   cfg.EdgeID,
@@ -115,7 +123,7 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 		Auth:     a.auth,
 		Admitter: a.admitter,
 		Prices:   &a.prices,
-		Sink:     a.queue,
+		Sink:     a.wal,
 		Balances: a.ledger,
 		Metrics:  a.metrics,
 	})
@@ -206,19 +214,20 @@ func (a *App) ReloadPrices() error {
 //     balancer moves traffic away.
 //  2. Stop accepting connections and wait, up to ShutdownTimeout, for in-flight requests and
 //     streams to finish — abandoned streams being drained and billed included.
-//  3. Flush the usage records to Kafka, up to FlushTimeout; records that cannot be shipped
-//     are written to the log (memq). Records of streams still running past step 2 are
-//     logged the same way.
-//  4. Close the Kafka producer, caches and connections.
+//  3. Ship the write-ahead log to Kafka, up to FlushTimeout. Records not shipped by then
+//     stay in the WAL and ship at the next start on the same directory. Records of streams
+//     still running past step 2 are appended while the WAL is open, and written to the
+//     process log (unshipped_record) after it is closed.
+//  4. Stop the shipper, close the WAL, the Kafka producer, caches and connections.
 //
-// It returns the first serving error, or the flush error.
+// It returns the first serving error, or the flush error (records left in the WAL).
 func (a *App) Run(ctx context.Context) error {
 	shipCtx, stopShip := context.WithCancel(context.Background())
 	defer stopShip()
 	shipped := make(chan struct{})
 	go func() {
 		defer close(shipped)
-		_ = a.queue.Run(shipCtx)
+		_ = a.wal.Run(shipCtx)
 	}()
 	serveErr := make(chan error, 2)
 	go func() {
@@ -253,19 +262,23 @@ func (a *App) Run(ctx context.Context) error {
 	cancel()
 
 	fctx, cancel := context.WithTimeout(context.Background(), a.cfg.Records.FlushTimeout)
-	if err := a.queue.Close(fctx); err != nil {
+	if err := a.wal.Flush(fctx); err != nil {
 		a.log.Error("records_flush_incomplete", "error", err)
 		runErr = errors.Join(runErr, err)
 	}
 	cancel()
 	stopShip()
 	<-shipped
+	if err := a.wal.Close(); err != nil {
+		a.log.Error("close_wal_failed", "error", err)
+		runErr = errors.Join(runErr, err)
+	}
 
 	octx, cancel := context.WithTimeout(context.Background(), time.Second)
 	_ = a.ops.Shutdown(octx)
 	cancel()
 	a.closeParts()
-	a.log.Info("edge_stopped", "records_shipped", a.queue.Shipped())
+	a.log.Info("edge_stopped", "records_shipped", a.wal.Shipped(), "records_in_wal", a.wal.Len())
 	return runErr
 }
 
@@ -273,6 +286,9 @@ func (a *App) Run(ctx context.Context) error {
 func (a *App) closeParts() {
 	if a.proxy != nil {
 		a.proxy.Close()
+	}
+	if a.wal != nil {
+		_ = a.wal.Close() // idempotent; Run reports its error
 	}
 	if a.producer != nil {
 		if err := a.producer.Close(); err != nil {
@@ -291,7 +307,7 @@ func (a *App) closeParts() {
 }
 
 // readyz answers 200 when this node should get traffic: it is serving, ledgerd answers,
-// a Kafka broker accepts connections and the record queue has room.
+// a Kafka broker accepts connections and the write-ahead log works and has room.
 func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	reason := ""
@@ -300,8 +316,10 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case !a.ready.Load():
 		reason = "not serving"
-	case a.queue.Len() >= int64(a.cfg.Records.QueueMax):
-		reason = "usage record queue full"
+	case a.wal.Err() != nil:
+		reason = "usage record WAL failed"
+	case a.wal.Full():
+		reason = "usage record WAL full"
 	default:
 		if err := a.ledger.Ping(ctx); err != nil {
 			reason = "ledgerd unreachable"
@@ -329,6 +347,25 @@ func (a *App) pingKafka(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// watchWAL exports the write-ahead log's size and commits, beside the record counters of
+// metrics.WatchQueue.
+func (a *App) watchWAL() {
+	a.metrics.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_edge_wal_bytes", Help: "Bytes of the usage record write-ahead log on disk.",
+		}, func() float64 { return float64(a.wal.Bytes()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_edge_wal_bytes_max", Help: "Bound of the write-ahead log; past it requests get 503.",
+		}, func() float64 { return float64(a.cfg.Records.WALBytesMax) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tollgate_edge_wal_segments", Help: "Segment files of the write-ahead log.",
+		}, func() float64 { return float64(a.wal.Segments()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "tollgate_edge_wal_syncs_total", Help: "Group commits (fsyncs) of the write-ahead log.",
+		}, func() float64 { return float64(a.wal.Syncs()) }),
+	)
 }
 
 // fasthttpLogger sends fasthttp's own messages (connection-level errors) to slog at debug

@@ -51,6 +51,7 @@ func TestGracefulStopFinishesStreamsAndShipsRecords(t *testing.T) {
 	cfg := config.Default()
 	cfg.Addr, cfg.OpsAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.EdgeID = "edge-app-test"
+	cfg.DataDir = t.TempDir()
 	cfg.Upstream.URL = mockURL
 	cfg.Upstream.Keys = []string{"sk-up"}
 	cfg.Ledger.Secret = "unused"
@@ -120,6 +121,7 @@ func TestReadyzReportsLedgerDown(t *testing.T) {
 	cfg.Addr, cfg.OpsAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Upstream.Keys = []string{"sk-up"}
 	cfg.Ledger.Secret = "s"
+	cfg.DataDir = t.TempDir()
 	cfg.Ledger.URL = "http://127.0.0.1:1" // nothing listens there
 	cfg.Ledger.Timeout = 200 * time.Millisecond
 	cfg.Kafka.Brokers = bustest.Start(t, 1, usage.Topic)

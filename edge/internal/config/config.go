@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,8 @@ type Config struct {
 	// PricesFile is a price table (deploy/prices.yaml format); empty uses the embedded one.
 	// It is reloaded on SIGHUP. Default: "".
 	PricesFile string `yaml:"prices_file"`
+	// DataDir holds the node's state: the usage record write-ahead log. Default: ".data".
+	DataDir string `yaml:"data_dir"`
 
 	Server   Server   `yaml:"server"`
 	Upstream Upstream `yaml:"upstream"`
@@ -127,16 +130,23 @@ type Kafka struct {
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
 
-// Records configures the usage record queue between requests and Kafka.
+// Records configures the way of usage records to Kafka: the write-ahead log and its shipper.
 type Records struct {
-	// QueueMax bounds records waiting for Kafka; when full, new requests get 503 rather
-	// than being served unbilled. Default: 100000.
-	QueueMax int `yaml:"queue_max"`
+	// WALDir holds the write-ahead log; one edge process per directory. Default: "", which
+	// is DataDir/wal.
+	WALDir string `yaml:"wal_dir"`
+	// WALBytesMax bounds the write-ahead log on disk; when it is full (Kafka down long
+	// enough), new requests get 503 rather than being served unbilled. Default: 2 GiB.
+	WALBytesMax int `yaml:"wal_bytes_max"`
+	// WALSegmentBytes is the size at which a log segment is sealed and a new one started;
+	// shipped segments are deleted whole. Default: 16 MiB.
+	WALSegmentBytes int `yaml:"wal_segment_bytes"`
 	// BatchMax bounds records in one Kafka produce call. Default: 1000.
 	BatchMax int `yaml:"batch_max"`
 	// Linger is how long kafka-go waits to fill a partial batch. Default: 2ms.
 	Linger time.Duration `yaml:"linger"`
-	// FlushTimeout bounds shipping the queued records at shutdown. Default: 15s.
+	// FlushTimeout bounds shipping the WAL at shutdown; records left stay on disk and ship
+	// at the next start on the same WAL directory. Default: 15s.
 	FlushTimeout time.Duration `yaml:"flush_timeout"`
 }
 
@@ -155,6 +165,7 @@ func Default() Config {
 		OpsAddr:  "127.0.0.1:9101",
 		EdgeID:   host + "-" + strconv.Itoa(os.Getpid()),
 		LogLevel: "info",
+		DataDir:  ".data",
 		Server: Server{
 			BodyBytesMax:    32 << 20,
 			HeaderBytesMax:  16 << 10,
@@ -191,10 +202,11 @@ func Default() Config {
 			WriteTimeout: 10 * time.Second,
 		},
 		Records: Records{
-			QueueMax:     100000,
-			BatchMax:     1000,
-			Linger:       2 * time.Millisecond,
-			FlushTimeout: 15 * time.Second,
+			WALBytesMax:     2 << 30,
+			WALSegmentBytes: 16 << 20,
+			BatchMax:        1000,
+			Linger:          2 * time.Millisecond,
+			FlushTimeout:    15 * time.Second,
 		},
 	}
 }
@@ -225,6 +237,7 @@ func options(c *Config) []Option {
 		o("edge-id", "string", "this node's id in usage records (edge_id)", &c.EdgeID),
 		o("log-level", "level", "debug, info, warn or error", &c.LogLevel),
 		o("prices-file", "path", "price table file; empty = embedded deploy/prices.yaml; reloaded on SIGHUP", &c.PricesFile),
+		o("data-dir", "path", "the node's state (the usage record WAL)", &c.DataDir),
 
 		o("body-bytes-max", "bytes", "largest request body; larger gets 413", &c.Server.BodyBytesMax),
 		o("header-bytes-max", "bytes", "largest request line + headers (also the per-connection read buffer)", &c.Server.HeaderBytesMax),
@@ -259,10 +272,12 @@ func options(c *Config) []Option {
 		o("kafka-partitions", "count", "partitions of usage.v1 when the edge creates it", &c.Kafka.Partitions),
 		o("kafka-write-timeout", "duration", "time for one produce request", &c.Kafka.WriteTimeout),
 
-		o("records-queue-max", "records", "usage records waiting for Kafka; when full, new requests get 503", &c.Records.QueueMax),
+		o("wal-dir", "path", "usage record write-ahead log; empty = <data-dir>/wal; one edge per directory", &c.Records.WALDir),
+		o("wal-bytes-max", "bytes", "bound of the WAL on disk; when full, new requests get 503", &c.Records.WALBytesMax),
+		o("wal-segment-bytes", "bytes", "WAL segment size; shipped segments are deleted whole", &c.Records.WALSegmentBytes),
 		o("records-batch-max", "records", "records in one produce call", &c.Records.BatchMax),
 		o("records-linger", "duration", "wait to fill a partial produce batch", &c.Records.Linger),
-		o("records-flush-timeout", "duration", "time to ship queued records at shutdown", &c.Records.FlushTimeout),
+		o("records-flush-timeout", "duration", "time to ship the WAL at shutdown; what is left ships at the next start", &c.Records.FlushTimeout),
 	}
 }
 
@@ -448,6 +463,14 @@ func splitList(s string) []string {
 	return out
 }
 
+// WALPath is the write-ahead log's directory: WALDir, else DataDir/wal.
+func (c *Config) WALPath() string {
+	if c.Records.WALDir != "" {
+		return c.Records.WALDir
+	}
+	return filepath.Join(c.DataDir, "wal")
+}
+
 // Validate checks the whole configuration and reports every problem, each with the path of
 // its field.
 func (c *Config) Validate() error {
@@ -558,8 +581,14 @@ func (c *Config) Validate() error {
 	between("kafka.partitions", k.Partitions, 1, 10_000)
 	positive("kafka.write_timeout", k.WriteTimeout)
 
+	if c.DataDir == "" {
+		bad("data_dir", "required")
+	}
 	r := &c.Records
-	between("records.queue_max", r.QueueMax, 1, 100_000_000)
+	between("records.wal_segment_bytes", r.WALSegmentBytes, 64<<10, 1<<30)
+	if r.WALBytesMax < 2*r.WALSegmentBytes || r.WALBytesMax > 1<<40 {
+		bad("records.wal_bytes_max", "want 2 × wal_segment_bytes (%d) to 1 TiB, got %d", 2*r.WALSegmentBytes, r.WALBytesMax)
+	}
 	between("records.batch_max", r.BatchMax, 1, 1_000_000)
 	positive("records.linger", r.Linger)
 	positive("records.flush_timeout", r.FlushTimeout)

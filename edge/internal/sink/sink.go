@@ -1,6 +1,7 @@
-// Package sink is where the edge puts usage records: off the request path, on their way to
-// Kafka (topic usage.v1, key = account id). The request path sees only Sink; stage 1 ships
-// from a bounded in-memory queue (sink/memq), the next stage from an on-disk WAL.
+// Package sink is where the edge puts usage records on their way to Kafka (topic usage.v1,
+// key = account id). The request path sees only Sink. The edge runs sink/wal, an on-disk
+// write-ahead log with group commit; sink/memq, a bounded in-memory queue that is not
+// durable, serves tests of the request path.
 //
 // The contract that keeps every served request billed: a request reserves room for its
 // record before it is forwarded, and is refused (503) when there is none. A reservation is
@@ -15,7 +16,9 @@ type Sink interface {
 	// Reserve claims room for one record. False means the sink is full: refuse the request.
 	Reserve() bool
 	// Append hands over the record of a request that holds a reservation, using it up. It
-	// never blocks and never drops; rec is not retained.
+	// never drops, and may set rec.Seq; rec is not retained. When it returns the record is
+	// as durable as the implementation makes it (sink/wal: fsynced, so it waits for one
+	// group commit), and the caller completes the response only after that.
 	Append(rec *usage.Record)
 	// Release gives back a reservation that no record will use.
 	Release()

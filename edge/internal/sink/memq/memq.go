@@ -1,6 +1,7 @@
-// Package memq is the stage-1 Sink: a bounded in-memory queue of encoded usage records and
-// a background shipper that sends them to Kafka in batches with RequiredAcks=all, retrying
-// until they are acknowledged.
+// Package memq is an in-memory Sink: a bounded queue of encoded usage records and a
+// background shipper that sends them to Kafka in batches with RequiredAcks=all, retrying
+// until they are acknowledged. The edge itself runs sink/wal, which is durable; memq stays
+// as the light sink of the request path's tests.
 //
 // Bound: at most QueueMax records are reserved, queued or in flight to Kafka; beyond that
 // Reserve says no and the edge answers 503. Kafka down therefore turns into 503s after
@@ -8,8 +9,7 @@
 //
 // Not durable: a crash loses what is queued. On a graceful stop Close ships what it can
 // within its deadline and writes every record it could not ship to the log, whole, at error
-// level ("unshipped_record"), so an operator can replay them. The on-disk WAL of the next
-// stage removes this gap.
+// level ("unshipped_record"), so an operator can replay them. sink/wal removes this gap.
 package memq
 
 import (

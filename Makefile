@@ -15,5 +15,13 @@ test:
 fuzz:
 	bash deploy/dev/fuzz.sh $(or $(FUZZTIME),60s)
 
+# The load harness (bench/README.md): the upstream direct vs a bare forwarder vs the full edge,
+# in alternating rounds, then a money check. Results go to bench/results/. About 6 minutes;
+# SOAK=1 adds a 10-minute soak of the edge.
+comma := ,
+BENCH_SCENARIOS := nonstream,stream20,mixed,slow$(if $(SOAK),$(comma)soak)
+bench: build
+	$(BIN)/bench compare -repo . -bin-dir $(BIN) -scenarios $(BENCH_SCENARIOS)
+
 clean:
 	rm -rf $(BIN)

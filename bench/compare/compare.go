@@ -63,7 +63,10 @@ type Config struct {
 	NoVerify bool
 	// Command is the command line, recorded in the results.
 	Command string
-	Logger  *slog.Logger
+	// Commit names the measured code in result names. Default: RepoDir's HEAD, "-dirty" when
+	// tracked files differ from it.
+	Commit string
+	Logger *slog.Logger
 	// Out receives progress lines. Default os.Stdout.
 	Out io.Writer
 }
@@ -146,6 +149,9 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
+// forwarderUpstreamConns is the bare forwarder's default upstream connection limit.
+const forwarderUpstreamConns = 20_000
+
 // target is one system the load is sent to.
 type target struct {
 	name  string
@@ -176,8 +182,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("compare config: %w", err)
 	}
 	c := &comparer{cfg: cfg}
-	c.meta = report.Meta{Date: time.Now().UTC(), Commit: report.ShortCommit(ctx, cfg.RepoDir),
-		Command: cfg.Command, Machine: report.ReadMachine()}
+	if cfg.Commit == "" {
+		cfg.Commit = report.ShortCommit(ctx, cfg.RepoDir)
+	}
+	c.meta = report.Meta{Date: time.Now().UTC(), Commit: cfg.Commit, Command: cfg.Command, Machine: report.ReadMachine()}
 
 	if c.cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "tollgate-bench-")
@@ -222,7 +230,10 @@ func (c *comparer) progress(format string, args ...any) {
 // children inherit: a proxy holds two sockets per stream (client and upstream). When the
 // limit cannot go high enough, the stream count goes down, and the summary says so.
 func (c *comparer) fitSlowStreams() {
-	want := uint64(2*c.cfg.SlowStreams + 4096)
+	// fdReserve covers what a proxy holds besides its streams: listeners, upstream pools of
+	// other kinds, WAL segments, Kafka and ledger connections, log files.
+	const fdReserve = 1000
+	want := uint64(2*c.cfg.SlowStreams + fdReserve)
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return
@@ -237,7 +248,7 @@ func (c *comparer) fitSlowStreams() {
 		}
 	}
 	if lim.Cur < want {
-		n := int(max(0, int64(lim.Cur)-4096) / 2)
+		n := int(max(0, int64(lim.Cur)-fdReserve) / 2)
 		c.notes = append(c.notes, fmt.Sprintf("slow streams lowered from %d to %d: open-file limit %d", c.cfg.SlowStreams, n, lim.Cur))
 		c.cfg.SlowStreams = max(n, 1)
 	}
@@ -263,9 +274,15 @@ func (c *comparer) start(ctx context.Context) error {
 	c.progress("starting the stack in %s", c.cfg.DataDir)
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	// The edge may hold as many upstream connections as the forwarder (its default, 4096,
+	// answers 503 beyond that many concurrent requests), so the slow-streams scenario compares
+	// memory per stream rather than connection limits.
+	upstreamConns := max(forwarderUpstreamConns, 2*c.cfg.SlowStreams)
+	c.notes = append(c.notes, fmt.Sprintf("edge run with TOLLGATE_UPSTREAM_CONNS_MAX=%d, as the forwarder", upstreamConns))
 	s, err := stack.Start(sctx, stack.Config{BinDir: c.cfg.BinDir, RepoDir: c.cfg.RepoDir, DataDir: c.cfg.DataDir,
 		Ports: ports, Edges: 1, NoAnalytics: c.cfg.NoAnalytics,
-		Logf: func(f string, a ...any) { c.progress(f, a...) }})
+		ExtraEnv: []string{fmt.Sprintf("TOLLGATE_UPSTREAM_CONNS_MAX=%d", upstreamConns)},
+		Logf:     func(f string, a ...any) { c.progress(f, a...) }})
 	if err != nil {
 		return fmt.Errorf("start stack: %w", err)
 	}
@@ -279,7 +296,8 @@ func (c *comparer) start(ctx context.Context) error {
 
 	fwdAddr := fmt.Sprintf("127.0.0.1:%d", ps[9])
 	fwd := &stack.Proc{Name: "forwarder", Path: filepath.Join(c.cfg.BinDir, "bench"),
-		Args:  []string{"forwarder", "-addr", fwdAddr, "-upstream", s.MockURL()},
+		Args: []string{"forwarder", "-addr", fwdAddr, "-upstream", s.MockURL(),
+			"-upstream-conns-max", fmt.Sprint(upstreamConns)},
 		Ready: stack.TCPReady(fwdAddr)}
 	if err := stack.StartProc(sctx, fwd, s.LogDir(), 30*time.Second); err != nil {
 		return fmt.Errorf("start forwarder: %w", err)

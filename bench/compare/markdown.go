@@ -169,6 +169,7 @@ func verifyMarkdown(b *strings.Builder, res *ScenarioResult) {
 		t.Row("ClickHouse Σ cost (FINAL)", fmt.Sprintf("%d µcr", c.FinalSum))
 		t.Row("ClickHouse request ids", fmt.Sprintf("%d distinct in %d rows", c.Distinct, c.Rows))
 		t.Row("missing / extra / cost mismatch / duplicated ids", fmt.Sprintf("%d / %d / %d / %d", c.Missing, c.Extra, c.CostMismatch, c.Duplicated))
+		t.Row("refused requests recorded at cost 0", fmt.Sprint(c.Refused))
 	} else {
 		t.Row("ClickHouse", "not checked: "+v.ClickHouseSkipped)
 	}

@@ -53,6 +53,7 @@ func TestExpect(t *testing.T) {
 	require.Equal(t, 1, e.Unknown)
 	require.Equal(t, []string{"r1"}, e.DuplicateIDs)
 	require.Equal(t, verify.Charge{AccountID: "a", Microcredits: 1005}, e.Requests["r2"])
+	require.Equal(t, map[string]string{"r4": "b"}, e.Refused)
 
 	_, err = verify.Expect([]load.LogEntry{entry("r1", "a", "unknown-model", 200, 1)}, flatPricer)
 	require.ErrorContains(t, err, "not priced")
@@ -67,6 +68,8 @@ func expectation(t *testing.T) verify.Expectation {
 		entry("r1", "a", "cheap", 200, 10),
 		entry("r2", "a", "dear", 200, 5),
 		entry("r3", "b", "cheap", 200, 7),
+		entry("r4", "b", "cheap", 503, 7), // refused by the edge
+		entry("r5", "b", "cheap", 402, 7), // refused, and not recorded
 	}, flatPricer)
 	require.NoError(t, err)
 	return e
@@ -101,12 +104,14 @@ func TestCheckClickHouse(t *testing.T) {
 		{RequestID: "r1", AccountID: "a", Rows: 1, MinCost: 10, MaxCost: 10},
 		{RequestID: "r2", AccountID: "a", Rows: 2, MinCost: 1005, MaxCost: 1005}, // not merged yet
 		{RequestID: "r3", AccountID: "b", Rows: 1, MinCost: 7, MaxCost: 7},
+		{RequestID: "r4", AccountID: "b", Rows: 1, MinCost: 0, MaxCost: 0}, // recorded at no cost
 	}
 	c := verify.CheckClickHouse(e, good, 1022)
 	require.True(t, c.OK, "%+v", c)
+	require.Equal(t, 1, c.Refused)
 	require.Equal(t, 1, c.Duplicated)
 	require.Equal(t, []string{"r2"}, c.DuplicatedIDs)
-	require.Equal(t, int64(4), c.Rows)
+	require.Equal(t, int64(5), c.Rows)
 
 	// The FINAL total must match too: a duplicate that finance queries would double count.
 	require.False(t, verify.CheckClickHouse(e, good, 2027).OK)
@@ -115,13 +120,14 @@ func TestCheckClickHouse(t *testing.T) {
 		{RequestID: "r1", AccountID: "a", Rows: 1, MinCost: 10, MaxCost: 11}, // two costs for one id
 		{RequestID: "r3", AccountID: "a", Rows: 1, MinCost: 7, MaxCost: 7},   // wrong account
 		{RequestID: "r9", AccountID: "b", Rows: 1, MinCost: 3, MaxCost: 3},   // never sent
+		{RequestID: "r5", AccountID: "b", Rows: 1, MinCost: 7, MaxCost: 7},   // refused, yet charged
 	} // r2 missing
 	c = verify.CheckClickHouse(e, bad, 1022)
 	require.False(t, c.OK)
 	require.Equal(t, 1, c.Missing)
 	require.Equal(t, []string{"r2"}, c.MissingIDs)
-	require.Equal(t, 1, c.Extra)
-	require.Equal(t, []string{"r9"}, c.ExtraIDs)
+	require.Equal(t, 2, c.Extra)
+	require.Equal(t, []string{"r5", "r9"}, c.ExtraIDs)
 	require.Equal(t, 2, c.CostMismatch)
 	require.Equal(t, []string{"r1", "r3"}, c.MismatchIDs)
 }

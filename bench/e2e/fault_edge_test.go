@@ -89,7 +89,7 @@ type edgeLoad struct {
 func startEdgeLoad(e *env, key string, clients int) *edgeLoad {
 	l := &edgeLoad{url: e.s.EdgeURL(0) + "/v1/messages", key: key, stop: make(chan struct{}),
 		completed: map[string]int64{},
-		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}}
+		client:    &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}}
 	for range clients {
 		l.wg.Go(func() {
 			for {

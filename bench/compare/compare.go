@@ -186,6 +186,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		cfg.Commit = report.ShortCommit(ctx, cfg.RepoDir)
 	}
 	c.meta = report.Meta{Date: time.Now().UTC(), Commit: cfg.Commit, Command: cfg.Command, Machine: report.ReadMachine()}
+	if la := report.LoadAvg(); la != "" {
+		c.notes = append(c.notes, "load average (1, 5, 15 min) before the run: "+la)
+	}
 
 	if c.cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "tollgate-bench-")
@@ -405,7 +408,7 @@ func (c *comparer) scenario(ctx context.Context, name string) error {
 	meta.Scenario = sc.Name
 	res := &ScenarioResult{Meta: meta, Title: sc.Title, Conns: sc.Conns, Shapes: sc.Shapes,
 		Notes: append([]string(nil), c.notes...)}
-	c.progress("scenario %s: %s", sc.Name, sc.Title)
+	c.progress("scenario %s: %s (load average %s)", sc.Name, sc.Title, report.LoadAvg())
 	var err error
 	switch sc.Kind {
 	case Throughput:
@@ -418,6 +421,7 @@ func (c *comparer) scenario(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("scenario %s: %w", sc.Name, err)
 	}
+	res.Notes = append(res.Notes, "load average after the scenario, this run's own load included: "+report.LoadAvg())
 	return c.write(res)
 }
 

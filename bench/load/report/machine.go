@@ -154,3 +154,17 @@ func WriteFiles(base string, jsonDoc, md, svg []byte) error {
 	}
 	return nil
 }
+
+// LoadAvg is the first three fields of /proc/loadavg ("1.02 0.80 0.55"), or "" when unknown.
+// Results record it: on a small shared machine, other work explains noisy numbers.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}

@@ -198,7 +198,7 @@ func (w *WAL) scanSegment(rd *reader, base uint64, last bool, cursor uint64) (*s
 	if err := f.Sync(); err != nil {
 		return fail(fmt.Errorf("sync segment: %w", err))
 	}
-	seg.size, seg.durable = valid, valid
+	seg.size = valid
 	if !last {
 		if err := f.Close(); err != nil {
 			return nil, res, fmt.Errorf("close segment: %w", err)
@@ -227,7 +227,7 @@ func createSegment(dir string, base uint64) (*segment, error) {
 		f.Close()
 		return nil, err
 	}
-	return &segment{base: base, path: path, size: magicBytes, durable: magicBytes, f: f}, nil
+	return &segment{base: base, path: path, size: magicBytes, f: f}, nil
 }
 
 func syncDir(dir string) error {

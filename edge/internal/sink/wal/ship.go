@@ -72,7 +72,7 @@ func (s *shipper) step(ctx context.Context) (bool, error) {
 	if s.seg == nil {
 		s.seg, s.off = w.segs[0], magicBytes
 	}
-	end, sealed := s.seg.durable, s.seg.sealed
+	end, sealed := s.seg.size, s.seg.sealed
 	w.mu.Unlock()
 	switch {
 	case s.off < end:

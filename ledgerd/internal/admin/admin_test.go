@@ -114,7 +114,7 @@ func TestAccountLifecycle(t *testing.T) {
 		st, m := e.do("GET", "/admin/v1/accounts/"+id, "")
 		require.Equal(t, http.StatusOK, st)
 		require.Equal(t, map[string]any{"id": id, "name": "Acme", "status": "active", "balance_microcredits": 0.0,
-			"available_microcredits": 0.0, "reserved_microcredits": 0.0}, m)
+			"available_microcredits": 0.0, "reserved_microcredits": 0.0, "deferred_usd": "0.00"}, m)
 
 		st, m = e.do("POST", "/admin/v1/accounts/"+id+"/suspend", "")
 		require.Equal(t, http.StatusOK, st)
@@ -270,8 +270,9 @@ func TestRefunds(t *testing.T) {
 		path := "/admin/v1/accounts/" + id + "/refunds"
 		st, m := e.do("POST", path, `{"refund_id":"r-1","credits":200,"reason":"asked"}`)
 		require.Equal(t, http.StatusCreated, st)
-		require.Equal(t, map[string]any{"id": m["id"], "refund_id": "r-1", "refunded_microcredits": 200_000_000.0,
-			"amount_usd": "1.00", "balance_microcredits": 800_000_000.0}, m)
+		require.Equal(t, map[string]any{"id": m["id"], "refund_id": "r-1", "kind": "refund", "reason": "asked",
+			"refunded_microcredits": 200_000_000.0, "amount_usd": "1.00", "balance_microcredits": 800_000_000.0,
+			"by_payment_method": []any{map[string]any{"payment_method": "admin", "amount_usd": "1.00"}}}, m)
 		st, again := e.do("POST", path, `{"refund_id":"r-1","credits":200,"reason":"asked"}`)
 		require.Equal(t, http.StatusOK, st)
 		require.Equal(t, m, again)

@@ -28,6 +28,7 @@ import (
 	"tollgate/ledgerd/internal/store"
 	"tollgate/ledgerd/internal/store/postgres"
 	"tollgate/ledgerd/internal/store/sqlite"
+	"tollgate/ledgerd/internal/webhook"
 	"tollgate/pkg/bus"
 	"tollgate/pkg/usage"
 )
@@ -97,6 +98,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	adminMux := http.NewServeMux()
 	adminMux.Handle("/admin/", httpMetrics.wrap("admin", admin.New(admin.Config{Store: a.store, Plans: plans,
 		Token: cfg.AdminToken, Logger: log})))
+	// The payment webhook authenticates by signature, not by the admin token: a provider
+	// cannot hold that token. Expose only this path publicly (through a proxy).
+	adminMux.Handle(webhook.Path, httpMetrics.wrap("admin", webhook.New(webhook.Config{Store: a.store, Plans: plans,
+		Secret: cfg.WebhookSecret, Tolerance: cfg.WebhookTolerance, Logger: log, Registerer: reg})))
 	adminMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	adminMux.HandleFunc("GET /readyz", a.ready)
 	adminMux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -37,6 +37,11 @@ type Config struct {
 	InternalSecret string
 	// PlansFile replaces the embedded deploy/plans.yaml when set.
 	PlansFile string
+	// WebhookSecret is the payment provider's HMAC-SHA256 key for POST /webhooks/v1/payments
+	// (on the admin listener, outside the admin token). Empty: the webhook refuses everything.
+	WebhookSecret string
+	// WebhookTolerance is how far a webhook signature's timestamp may be from now. Default: 5m.
+	WebhookTolerance time.Duration
 	// BatchMax is the most usage records per settlement transaction. Default: 2000.
 	BatchMax int
 	// BatchLinger is how long a settlement batch gathers after its first record. Default: 200ms.
@@ -58,18 +63,19 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:         ".data",
-		KafkaBrokers:    []string{"127.0.0.1:9092"},
-		TopicPartitions: 3,
-		AdminAddr:       "127.0.0.1:8091",
-		InternalAddr:    ":8090",
-		BatchMax:        2000,
-		BatchLinger:     200 * time.Millisecond,
-		LeaseTTL:        60 * time.Second,
-		LeaseGrace:      30 * time.Second,
-		ReapEvery:       5 * time.Second,
-		Retention:       7 * 24 * time.Hour,
-		ShutdownTimeout: 30 * time.Second,
+		DataDir:          ".data",
+		KafkaBrokers:     []string{"127.0.0.1:9092"},
+		TopicPartitions:  3,
+		AdminAddr:        "127.0.0.1:8091",
+		InternalAddr:     ":8090",
+		BatchMax:         2000,
+		WebhookTolerance: 5 * time.Minute,
+		BatchLinger:      200 * time.Millisecond,
+		LeaseTTL:         60 * time.Second,
+		LeaseGrace:       30 * time.Second,
+		ReapEvery:        5 * time.Second,
+		Retention:        7 * 24 * time.Hour,
+		ShutdownTimeout:  30 * time.Second,
 	}
 }
 
@@ -111,6 +117,15 @@ func (c Config) Validate() error {
 	}
 	if c.InternalSecret != "" && len(c.InternalSecret) < SecretBytesMin {
 		bad("internal-secret", "shorter than %d bytes", SecretBytesMin)
+	}
+	if c.WebhookSecret != "" && len(c.WebhookSecret) < SecretBytesMin {
+		bad("webhook-secret", "shorter than %d bytes", SecretBytesMin)
+	}
+	if c.WebhookSecret != "" && (c.WebhookSecret == c.AdminToken || c.WebhookSecret == c.InternalSecret) {
+		bad("webhook-secret", "must differ from the admin token and the internal secret")
+	}
+	if c.WebhookTolerance <= 0 || c.WebhookTolerance > time.Hour {
+		bad("webhook-tolerance", "%v not in (0, 1h]", c.WebhookTolerance)
 	}
 	if c.AdminToken != "" && c.AdminToken == c.InternalSecret {
 		bad("internal-secret", "must differ from the admin token: edges must not hold admin rights")
@@ -185,6 +200,8 @@ func ParseServe(args []string, getenv func(string) string, stderr io.Writer) (cf
 	fs.StringVar(&cfg.AdminToken, "admin-token", getenv("TOLLGATE_ADMIN_TOKEN"), "admin bearer token (env TOLLGATE_ADMIN_TOKEN; generated when empty)")
 	fs.StringVar(&cfg.InternalSecret, "internal-secret", getenv("TOLLGATE_INTERNAL_SECRET"), "edge shared secret (env TOLLGATE_INTERNAL_SECRET; generated when empty)")
 	fs.StringVar(&cfg.PlansFile, "plans", getenv("TOLLGATE_PLANS_FILE"), "plans file (env TOLLGATE_PLANS_FILE; default: embedded deploy/plans.yaml)")
+	fs.StringVar(&cfg.WebhookSecret, "webhook-secret", getenv("TOLLGATE_WEBHOOK_SECRET"), "payment webhook HMAC key (env TOLLGATE_WEBHOOK_SECRET; webhook disabled when empty)")
+	fs.DurationVar(&cfg.WebhookTolerance, "webhook-tolerance", envDur("TOLLGATE_WEBHOOK_TOLERANCE", cfg.WebhookTolerance), "webhook signature timestamp tolerance (env TOLLGATE_WEBHOOK_TOLERANCE)")
 	fs.IntVar(&cfg.BatchMax, "batch-max", envInt("TOLLGATE_LEDGER_BATCH_MAX", cfg.BatchMax), "most usage records per settlement batch (env TOLLGATE_LEDGER_BATCH_MAX)")
 	fs.DurationVar(&cfg.BatchLinger, "batch-linger", envDur("TOLLGATE_LEDGER_BATCH_LINGER", cfg.BatchLinger), "settlement batch linger (env TOLLGATE_LEDGER_BATCH_LINGER)")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", envDur("TOLLGATE_LEASE_TTL", cfg.LeaseTTL), "lease lifetime without extend (env TOLLGATE_LEASE_TTL)")

@@ -1,5 +1,6 @@
-// Package cli is `ledgerd admin …`: the operator's command line over the admin API. It prints
-// readable tables, or the API's JSON with -json.
+// Package cli is `ledgerd admin …`: the operator's command line over the admin API, one
+// command per operation. It prints readable tables, or the API's JSON with -json (and CSV
+// for statements with -format csv). `verify` exits 1 when the books do not balance.
 package cli
 
 import (
@@ -12,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,8 +33,15 @@ commands:
   keys ACCOUNT_ID
   revoke-key KEY_ID
   topup -order ID (-plan PLAN | -credits N -usd AMOUNT) ACCOUNT_ID
-  refund -refund ID (-credits N | -all) [-reason TEXT] ACCOUNT_ID
-  statement [-from RFC3339] [-to RFC3339] [-limit N] ACCOUNT_ID
+  refund -refund ID (-credits N | -all | -order ORDER_ID) [-reason TEXT] ACCOUNT_ID
+                                            -order reverses that (duplicate) top-up whole
+  chargeback -id ID [-order ORDER_ID] [-reason TEXT] ACCOUNT_ID
+                                            suspends the account and forfeits its balance
+  lots ACCOUNT_ID                           what each top-up bought and what became of it
+  statement [-from RFC3339] [-to RFC3339] [-limit N] [-format table|json|csv] ACCOUNT_ID
+  ledger                                    balances of the ledger accounts
+  report [-from RFC3339] [-to RFC3339]      revenue recognized, deferred revenue, cash, refunds
+  verify                                    audit the books; exit status 1 if they do not balance
 
 environment: TOLLGATE_ADMIN_URL (default http://127.0.0.1:8091), TOLLGATE_ADMIN_TOKEN
 `
@@ -202,6 +211,7 @@ func (c *client) run(ctx context.Context, cmd string, args []string) error {
 		refundID := fs.String("refund", "", "refund id (idempotency key)")
 		credits := fs.Int64("credits", 0, "whole credits to refund")
 		all := fs.Bool("all", false, "refund all unused available credit")
+		order := fs.String("order", "", "order id of a duplicate top-up to reverse whole")
 		reason := fs.String("reason", "", "reason, kept with the refund")
 		id, err := parse(fs, args, "ACCOUNT_ID")
 		if err != nil {
@@ -214,28 +224,113 @@ func (c *client) run(ctx context.Context, cmd string, args []string) error {
 		if *credits != 0 {
 			body["credits"] = *credits
 		}
+		if *order != "" {
+			body["order_id"] = *order
+		}
 		var out struct {
 			ID                   string `json:"id"`
 			RefundID             string `json:"refund_id"`
+			Kind                 string `json:"kind"`
+			OrderID              string `json:"order_id"`
+			Reason               string `json:"reason"`
 			RefundedMicrocredits int64  `json:"refunded_microcredits"`
 			AmountUSD            string `json:"amount_usd"`
-			BalanceMicrocredits  int64  `json:"balance_microcredits"`
+			ByMethod             []struct {
+				PaymentMethod string `json:"payment_method"`
+				AmountUSD     string `json:"amount_usd"`
+			} `json:"by_payment_method"`
+			BalanceMicrocredits int64 `json:"balance_microcredits"`
 		}
 		return c.call(ctx, "POST", "/admin/v1/accounts/"+url.PathEscape(id)+"/refunds", body, &out, func() {
 			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "refund\t%s\nrefund id\t%s\ncredits\t%s\nowed\t$%s\nbalance\t%s credits\n", out.ID, out.RefundID,
-				ledger.FormatCredits(out.RefundedMicrocredits), out.AmountUSD, ledger.FormatCredits(out.BalanceMicrocredits))
+			fmt.Fprintf(tw, "refund\t%s\nrefund id\t%s\nkind\t%s\n", out.ID, out.RefundID, out.Kind)
+			if out.OrderID != "" {
+				fmt.Fprintf(tw, "reversed order\t%s\n", out.OrderID)
+			}
+			fmt.Fprintf(tw, "reason\t%s\ncredits\t%s\nowed\t$%s\n", out.Reason, ledger.FormatCredits(out.RefundedMicrocredits), out.AmountUSD)
+			for _, m := range out.ByMethod {
+				fmt.Fprintf(tw, "  to %s\t$%s\n", m.PaymentMethod, m.AmountUSD)
+			}
+			fmt.Fprintf(tw, "balance\t%s credits\n", ledger.FormatCredits(out.BalanceMicrocredits))
+			tw.Flush()
+		})
+	case "chargeback":
+		cbID := fs.String("id", "", "chargeback id (idempotency key), e.g. the provider's dispute id")
+		order := fs.String("order", "", "order id of the disputed top-up")
+		reason := fs.String("reason", "", "reason, kept with the chargeback")
+		id, err := parse(fs, args, "ACCOUNT_ID")
+		if err != nil {
+			return err
+		}
+		body := map[string]any{"chargeback_id": *cbID, "order_id": *order, "reason": *reason}
+		var out struct {
+			ID                    string `json:"id"`
+			ChargebackID          string `json:"chargeback_id"`
+			ForfeitedMicrocredits int64  `json:"forfeited_microcredits"`
+			ForfeitedUSD          string `json:"forfeited_usd"`
+			BalanceMicrocredits   int64  `json:"balance_microcredits"`
+			Status                string `json:"status"`
+		}
+		return c.call(ctx, "POST", "/admin/v1/accounts/"+url.PathEscape(id)+"/chargebacks", body, &out, func() {
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "chargeback\t%s\nchargeback id\t%s\nforfeited\t%s credits ($%s deferred revenue)\nbalance\t%s credits\naccount\t%s\n",
+				out.ID, out.ChargebackID, ledger.FormatCredits(out.ForfeitedMicrocredits), out.ForfeitedUSD,
+				ledger.FormatCredits(out.BalanceMicrocredits), out.Status)
+			tw.Flush()
+		})
+	case "lots":
+		id, err := parse(fs, args, "ACCOUNT_ID")
+		if err != nil {
+			return err
+		}
+		var out struct {
+			Lots []struct {
+				OrderID               string `json:"order_id"`
+				PaymentMethod         string `json:"payment_method"`
+				CreatedAt             string `json:"created_at"`
+				Microcredits          int64  `json:"microcredits"`
+				PaidUSD               string `json:"paid_usd"`
+				RemainingMicrocredits int64  `json:"remaining_microcredits"`
+				UsedMicrocredits      int64  `json:"used_microcredits"`
+				RecognizedUSD         string `json:"recognized_usd"`
+				RefundedMicrocredits  int64  `json:"refunded_microcredits"`
+				RefundedUSD           string `json:"refunded_usd"`
+				ForfeitedMicrocredits int64  `json:"forfeited_microcredits"`
+				DeferredUSD           string `json:"deferred_usd"`
+			} `json:"lots"`
+		}
+		return c.call(ctx, "GET", "/admin/v1/accounts/"+url.PathEscape(id)+"/lots", nil, &out, func() {
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "CREATED\tORDER\tMETHOD\tCREDITS\tPAID\tUSED\tRECOGNIZED\tREFUNDED\tFORFEITED\tUNUSED\tDEFERRED\t")
+			for _, l := range out.Lots {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t$%s\t%s\t$%s\t%s\t%s\t%s\t$%s\t\n", l.CreatedAt, l.OrderID, l.PaymentMethod,
+					ledger.FormatCredits(l.Microcredits), l.PaidUSD, ledger.FormatCredits(l.UsedMicrocredits), l.RecognizedUSD,
+					ledger.FormatCredits(l.RefundedMicrocredits), ledger.FormatCredits(l.ForfeitedMicrocredits),
+					ledger.FormatCredits(l.RemainingMicrocredits), l.DeferredUSD)
+			}
 			tw.Flush()
 		})
 	case "statement":
 		from := fs.String("from", "", "start, RFC 3339 (inclusive)")
 		to := fs.String("to", "", "end, RFC 3339 (exclusive)")
 		limit := fs.Int("limit", 0, "most entries (server default 1000)")
+		format := fs.String("format", "table", "table, json or csv")
 		id, err := parse(fs, args, "ACCOUNT_ID")
 		if err != nil {
 			return err
 		}
+		switch *format {
+		case "table":
+		case "json":
+			c.json = true
+		case "csv":
+		default:
+			return usageError{fmt.Errorf("-format %q: want table, json or csv", *format)}
+		}
 		q := url.Values{}
+		if *format == "csv" {
+			q.Set("format", "csv")
+		}
 		if *from != "" {
 			q.Set("from", *from)
 		}
@@ -249,12 +344,18 @@ func (c *client) run(ctx context.Context, cmd string, args []string) error {
 		if len(q) > 0 {
 			path += "?" + q.Encode()
 		}
+		if *format == "csv" {
+			return c.raw(ctx, path)
+		}
 		var out struct {
+			Opening int64 `json:"opening_balance_microcredits"`
+			Closing int64 `json:"closing_balance_microcredits"`
 			Entries []struct {
 				ID                  string `json:"id"`
 				TS                  string `json:"ts"`
 				Kind                string `json:"kind"`
 				AmountMicrocredits  int64  `json:"amount_microcredits"`
+				AmountUSD           string `json:"amount_usd"`
 				BalanceMicrocredits int64  `json:"balance_microcredits"`
 				Ref                 string `json:"ref"`
 			} `json:"entries"`
@@ -262,18 +363,151 @@ func (c *client) run(ctx context.Context, cmd string, args []string) error {
 		}
 		return c.call(ctx, "GET", path, nil, &out, func() {
 			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "TIME\tKIND\tCREDITS\tBALANCE\tREF\t")
+			fmt.Fprintln(tw, "TIME\tKIND\tCREDITS\tUSD\tBALANCE\tREF\t")
+			fmt.Fprintf(tw, "\topening\t\t\t%s\t\t\n", ledger.FormatCredits(out.Opening))
 			for _, e := range out.Entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", e.TS, e.Kind, ledger.FormatCredits(e.AmountMicrocredits),
-					ledger.FormatCredits(e.BalanceMicrocredits), e.Ref)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", e.TS, e.Kind, ledger.FormatCredits(e.AmountMicrocredits),
+					e.AmountUSD, ledger.FormatCredits(e.BalanceMicrocredits), e.Ref)
 			}
+			fmt.Fprintf(tw, "\tclosing\t\t\t%s\t\t\n", ledger.FormatCredits(out.Closing))
 			tw.Flush()
 			if out.Truncated {
 				fmt.Fprintln(c.out, "(more entries: narrow the period or raise -limit)")
 			}
 		})
+	case "ledger":
+		if _, err := parse(fs, args, ""); err != nil {
+			return err
+		}
+		var out struct {
+			Credits map[string]int64  `json:"accounts_microcredits"`
+			USD     map[string]string `json:"accounts_usd"`
+		}
+		return c.call(ctx, "GET", "/admin/v1/ledger", nil, &out, func() {
+			codes := make([]string, 0, len(out.Credits))
+			for code := range out.Credits {
+				codes = append(codes, code)
+			}
+			sort.Strings(codes)
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "ACCOUNT\tCREDITS\tUSD\t")
+			for _, code := range codes {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t\n", code, ledger.FormatCredits(out.Credits[code]), out.USD[code])
+			}
+			tw.Flush()
+		})
+	case "report":
+		from := fs.String("from", "", "start, RFC 3339 (inclusive; default: start of this month, UTC)")
+		to := fs.String("to", "", "end, RFC 3339 (exclusive; default: now)")
+		if _, err := parse(fs, args, ""); err != nil {
+			return err
+		}
+		q := url.Values{}
+		if *from != "" {
+			q.Set("from", *from)
+		}
+		if *to != "" {
+			q.Set("to", *to)
+		}
+		path := "/admin/v1/reports/revenue"
+		if len(q) > 0 {
+			path += "?" + q.Encode()
+		}
+		var out struct {
+			From, To             string
+			RevenueRecognizedUSD string            `json:"revenue_recognized_usd"`
+			DeferredOpeningUSD   string            `json:"deferred_revenue_opening_usd"`
+			DeferredClosingUSD   string            `json:"deferred_revenue_closing_usd"`
+			CashReceivedUSD      map[string]string `json:"cash_received_usd"`
+			CashReceivedTotalUSD string            `json:"cash_received_total_usd"`
+			RefundsOwedUSD       string            `json:"refunds_owed_usd"`
+			ForfeitedUSD         string            `json:"forfeited_usd"`
+			Credits              struct {
+				IssuedPaid  int64 `json:"issued_paid_microcredits"`
+				IssuedBonus int64 `json:"issued_bonus_microcredits"`
+				Used        int64 `json:"used_microcredits"`
+				Refunded    int64 `json:"refunded_microcredits"`
+				Forfeited   int64 `json:"forfeited_microcredits"`
+				Opening     int64 `json:"outstanding_opening_microcredits"`
+				Closing     int64 `json:"outstanding_closing_microcredits"`
+			} `json:"credits"`
+		}
+		return c.call(ctx, "GET", path, nil, &out, func() {
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintf(tw, "period\t%s … %s\t\n\n", out.From, out.To)
+			fmt.Fprintf(tw, "deferred revenue, opening\t$%s\t\n", out.DeferredOpeningUSD)
+			methods := make([]string, 0, len(out.CashReceivedUSD))
+			for m := range out.CashReceivedUSD {
+				methods = append(methods, m)
+			}
+			sort.Strings(methods)
+			for _, m := range methods {
+				fmt.Fprintf(tw, "+ cash received (%s)\t$%s\t\n", m, out.CashReceivedUSD[m])
+			}
+			fmt.Fprintf(tw, "− revenue recognized\t$%s\t\n− refunds owed\t$%s\t\n− forfeited (chargebacks)\t$%s\t\n",
+				out.RevenueRecognizedUSD, out.RefundsOwedUSD, out.ForfeitedUSD)
+			fmt.Fprintf(tw, "deferred revenue, closing\t$%s\t\n\n", out.DeferredClosingUSD)
+			fmt.Fprintf(tw, "credits outstanding, opening\t%s\t\n+ issued, paid\t%s\t\n+ issued, bonus and grants\t%s\t\n",
+				ledger.FormatCredits(out.Credits.Opening), ledger.FormatCredits(out.Credits.IssuedPaid), ledger.FormatCredits(out.Credits.IssuedBonus))
+			fmt.Fprintf(tw, "− used\t%s\t\n− refunded\t%s\t\n− forfeited\t%s\t\ncredits outstanding, closing\t%s\t\n",
+				ledger.FormatCredits(out.Credits.Used), ledger.FormatCredits(out.Credits.Refunded), ledger.FormatCredits(out.Credits.Forfeited),
+				ledger.FormatCredits(out.Credits.Closing))
+			tw.Flush()
+		})
+	case "verify":
+		if _, err := parse(fs, args, ""); err != nil {
+			return err
+		}
+		err := c.call(ctx, "GET", "/admin/v1/audit", nil, nil, func() {
+			fmt.Fprintln(c.out, "ok: the books balance (journal sums to zero in credits and USD, every balance equals its postings, lots reconcile)")
+		})
+		var ae apiError
+		if errors.As(err, &ae) && ae.Type == "invariant_error" {
+			return fmt.Errorf("the books do NOT balance:\n%s", ae.Message)
+		}
+		return err
 	}
 	return usageError{fmt.Errorf("unknown command %q\n\n%s", cmd, Usage)}
+}
+
+// apiError is an error answer of the admin API.
+type apiError struct {
+	Status        int
+	Type, Message string
+}
+
+func (e apiError) Error() string { return fmt.Sprintf("%s (%d): %s", e.Type, e.Status, e.Message) }
+
+// raw prints a non-JSON answer (CSV) as it came.
+func (c *client) raw(ctx context.Context, path string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(c.url, "/")+path, nil)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("call admin API: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return responseError(resp.StatusCode, raw)
+	}
+	if _, err := io.Copy(c.out, io.LimitReader(resp.Body, 256<<20)); err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	return nil
+}
+
+func responseError(status int, raw []byte) error {
+	var e struct {
+		Error struct{ Type, Message string }
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Error.Type != "" {
+		return apiError{Status: status, Type: e.Error.Type, Message: e.Error.Message}
+	}
+	return fmt.Errorf("HTTP %d: %s", status, bytes.TrimSpace(raw))
 }
 
 type account struct {
@@ -283,13 +517,14 @@ type account struct {
 	BalanceMicrocredits   int64  `json:"balance_microcredits"`
 	AvailableMicrocredits int64  `json:"available_microcredits"`
 	ReservedMicrocredits  int64  `json:"reserved_microcredits"`
+	DeferredUSD           string `json:"deferred_usd"`
 }
 
 func (c *client) printAccount(a account) {
 	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "account\t%s\nname\t%s\nstatus\t%s\nbalance\t%s credits\navailable\t%s credits\nreserved\t%s credits\n",
+	fmt.Fprintf(tw, "account\t%s\nname\t%s\nstatus\t%s\nbalance\t%s credits\navailable\t%s credits\nreserved\t%s credits\ndeferred\t$%s\n",
 		a.ID, a.Name, a.Status, ledger.FormatCredits(a.BalanceMicrocredits), ledger.FormatCredits(a.AvailableMicrocredits),
-		ledger.FormatCredits(a.ReservedMicrocredits))
+		ledger.FormatCredits(a.ReservedMicrocredits), a.DeferredUSD)
 	tw.Flush()
 }
 
@@ -322,13 +557,7 @@ func (c *client) call(ctx context.Context, method, path string, in, out any, sho
 		return fmt.Errorf("read response: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error struct{ Type, Message string }
-		}
-		if json.Unmarshal(raw, &e) == nil && e.Error.Type != "" {
-			return fmt.Errorf("%s (%d): %s", e.Error.Type, resp.StatusCode, e.Error.Message)
-		}
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(raw))
+		return responseError(resp.StatusCode, raw)
 	}
 	if c.json {
 		if len(raw) > 0 {

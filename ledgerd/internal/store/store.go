@@ -202,6 +202,13 @@ type Entry struct {
 	Ref      string // order id, refund id, chargeback id, or the settlement batch's Kafka range
 }
 
+// Statement is an account's journal entries for a period with a running balance.
+type Statement struct {
+	Opening int64 // µcr, the balance at the start of the period
+	Entries []Entry
+	More    bool // entries were left out (over the limit)
+}
+
 // Lease is a credit lease as stored.
 type Lease struct {
 	ID        string
@@ -274,9 +281,8 @@ type Store interface {
 	Lots(ctx context.Context, accountID string) ([]Lot, error)
 	// Report sums the journal at the start and end of [from, to).
 	Report(ctx context.Context, from, to time.Time) (Report, error)
-	// Statement lists entries with from ≤ time < to, oldest first, at most limit of them;
-	// more reports whether entries were left out.
-	Statement(ctx context.Context, accountID string, from, to time.Time, limit int) (entries []Entry, more bool, err error)
+	// Statement lists entries with from ≤ time < to, oldest first, at most limit of them.
+	Statement(ctx context.Context, accountID string, from, to time.Time, limit int) (Statement, error)
 
 	GrantLease(ctx context.Context, g LeaseGrant) (Lease, error)
 	ExtendLease(ctx context.Context, leaseID string, want, min, spent int64, ttl time.Duration) (Lease, error)

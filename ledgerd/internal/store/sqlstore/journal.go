@@ -546,48 +546,48 @@ func (s *Store) Report(ctx context.Context, from, to time.Time) (store.Report, e
 
 // Statement lists the account's journal entries in [from, to) with a running balance that
 // starts from the sum of everything before from.
-func (s *Store) Statement(ctx context.Context, accountID string, from, to time.Time, limit int) ([]store.Entry, bool, error) {
+func (s *Store) Statement(ctx context.Context, accountID string, from, to time.Time, limit int) (store.Statement, error) {
+	var st store.Statement
 	if _, err := s.Account(ctx, accountID); err != nil {
-		return nil, false, err
+		return st, err
 	}
 	code := ledger.AccountCustomer(accountID)
-	// One read transaction, so the opening balance and the entries are from one snapshot.
+	// One snapshot, so the opening balance and the entries agree.
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: s.d.SnapshotIsolation})
 	if err != nil {
-		return nil, false, fmt.Errorf("begin: %w", err)
+		return st, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	var bal int64
 	if err := tx.QueryRowContext(ctx, `SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM postings WHERE account = $1 AND ts_ms < $2`,
-		code, from.UnixMilli()).Scan(&bal); err != nil {
-		return nil, false, fmt.Errorf("sum opening balance: %w", err)
+		code, from.UnixMilli()).Scan(&st.Opening); err != nil {
+		return st, fmt.Errorf("sum opening balance: %w", err)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT p.tx_id, p.ts_ms, j.kind, p.amount, p.microusd, j.ref FROM postings p
 		JOIN journal_txs j ON j.id = p.tx_id
 		WHERE p.account = $1 AND p.ts_ms >= $2 AND p.ts_ms < $3 ORDER BY p.ts_ms, p.tx_id LIMIT $4`,
 		code, from.UnixMilli(), to.UnixMilli(), limit+1)
 	if err != nil {
-		return nil, false, fmt.Errorf("query statement: %w", err)
+		return st, fmt.Errorf("query statement: %w", err)
 	}
 	defer rows.Close()
-	var out []store.Entry
+	bal := st.Opening
 	for rows.Next() {
 		var e store.Entry
 		var ts int64
 		if err := rows.Scan(&e.ID, &ts, &e.Kind, &e.Amount, &e.MicroUSD, &e.Ref); err != nil {
-			return nil, false, fmt.Errorf("scan entry: %w", err)
+			return st, fmt.Errorf("scan entry: %w", err)
 		}
 		bal += e.Amount
 		e.Time, e.Balance = msTime(ts), bal
-		out = append(out, e)
+		st.Entries = append(st.Entries, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, false, fmt.Errorf("query statement: %w", err)
+		return st, fmt.Errorf("query statement: %w", err)
 	}
-	if len(out) > limit {
-		return out[:limit], true, nil
+	if len(st.Entries) > limit {
+		st.Entries, st.More = st.Entries[:limit], true
 	}
-	return out, false, nil
+	return st, nil
 }
 
 // placeholders renders "$first, $first+1, …" for n arguments.

@@ -275,9 +275,11 @@ func testStatement(t *testing.T, s store.Store, c *Clock) {
 	_, err = s.Settle(ctx(), store.Batch{Group: "g", Topic: "t", Ref: "t/0:2", Usage: []store.Usage{u("r3", a.ID, "", 0)}})
 	require.NoError(t, err)
 
-	all, more, err := s.Statement(ctx(), a.ID, t0, c.Now().Add(time.Hour), 100)
+	st, err := s.Statement(ctx(), a.ID, t0, c.Now().Add(time.Hour), 100)
 	require.NoError(t, err)
-	require.False(t, more)
+	require.False(t, st.More)
+	require.Zero(t, st.Opening)
+	all := st.Entries
 	type line struct {
 		kind          string
 		amount, bal   int64
@@ -295,17 +297,18 @@ func testStatement(t *testing.T, s store.Store, c *Clock) {
 	}, got)
 
 	// A period starting after the first entry opens with the balance before it.
-	part, _, err := s.Statement(ctx(), a.ID, t0.Add(time.Minute), t0.Add(2*time.Minute), 100)
+	part, err := s.Statement(ctx(), a.ID, t0.Add(time.Minute), t0.Add(2*time.Minute), 100)
 	require.NoError(t, err)
-	require.Len(t, part, 1)
-	require.Equal(t, int64(998*cr), part[0].Balance)
+	require.Equal(t, int64(1000*cr), part.Opening)
+	require.Len(t, part.Entries, 1)
+	require.Equal(t, int64(998*cr), part.Entries[0].Balance)
 
-	first, more, err := s.Statement(ctx(), a.ID, t0, c.Now().Add(time.Hour), 2)
+	first, err := s.Statement(ctx(), a.ID, t0, c.Now().Add(time.Hour), 2)
 	require.NoError(t, err)
-	require.True(t, more)
-	require.Len(t, first, 2)
+	require.True(t, first.More)
+	require.Len(t, first.Entries, 2)
 
-	_, _, err = s.Statement(ctx(), "acct_missing", t0, c.Now(), 10)
+	_, err = s.Statement(ctx(), "acct_missing", t0, c.Now(), 10)
 	require.ErrorIs(t, err, store.ErrNotFound)
 }
 

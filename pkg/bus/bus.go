@@ -93,9 +93,21 @@ type ConsumerConfig struct {
 	Brokers []string
 	Topic   string
 	Group   string
-	// MaxWait is the longest a fetch waits for new data. Default: 250ms.
+	// MaxWait is the longest a fetch waits for new data. Default and minimum: FetchWaitMin.
 	MaxWait time.Duration
 }
+
+// FetchWaitMin is the shortest fetch wait a consumer uses. kafka-go gives the broker that
+// long, from the request, to start answering a fetch, data or not. A response of up to
+// MaxBytes (what a consumer asks for when a backlog has built up: after a crash, a restart, a
+// database outage) that takes longer to start times out, is retried from the same offset and
+// times out again, so a short wait can keep a consumer from ever catching up. A long wait
+// costs no latency — with MinBytes 1 the broker answers as soon as it has data — and only
+// bounds how long Close waits for an idle fetch.
+const FetchWaitMin = time.Second
+
+// readBatchTimeout bounds the wait for each message of a fetch response once it has started.
+const readBatchTimeout = 10 * time.Second
 
 // Consumer reads one topic as a member of a consumer group. Offsets are committed only by
 // Commit, never automatically. Not safe for concurrent use.
@@ -105,9 +117,8 @@ type Consumer struct {
 
 // NewConsumer builds a group consumer; it connects lazily.
 func NewConsumer(cfg ConsumerConfig) *Consumer {
-	if cfg.MaxWait <= 0 {
-		cfg.MaxWait = 250 * time.Millisecond
-	}
+	// The batch linger callers tune is FetchBatch's, not this: see FetchWaitMin.
+	cfg.MaxWait = max(cfg.MaxWait, FetchWaitMin)
 	return &Consumer{r: kafka.NewReader(kafka.ReaderConfig{
 		Brokers:               cfg.Brokers,
 		Topic:                 cfg.Topic,
@@ -115,7 +126,7 @@ func NewConsumer(cfg ConsumerConfig) *Consumer {
 		MinBytes:              1,
 		MaxBytes:              16 << 20,
 		MaxWait:               cfg.MaxWait,
-		ReadBatchTimeout:      cfg.MaxWait,
+		ReadBatchTimeout:      readBatchTimeout,
 		QueueCapacity:         10000,
 		CommitInterval:        0, // synchronous commits, only when we say
 		StartOffset:           kafka.FirstOffset,

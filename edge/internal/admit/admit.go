@@ -35,6 +35,10 @@ type Ticket struct {
 // ErrUnavailable is wrapped when the admitter cannot decide (ledgerd unreachable).
 var ErrUnavailable = errors.New("credit check unavailable")
 
+// ErrSuspended is returned when ledgerd refuses the account credit because it is suspended
+// (the key cache may not know yet).
+var ErrSuspended = errors.New("account suspended")
+
 // InsufficientError refuses a request whose hold the account cannot cover.
 type InsufficientError struct {
 	Hold      int64 // µcr the request may cost

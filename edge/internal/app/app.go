@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 
-	"tollgate/edge/internal/admit/balance"
+	"tollgate/edge/internal/admit/lease"
 	"tollgate/edge/internal/auth"
 	"tollgate/edge/internal/config"
 	"tollgate/edge/internal/ledger"
@@ -38,7 +38,7 @@ type App struct {
 	prices   atomic.Pointer[pricing.Table]
 	ledger   ledgerClient
 	auth     *auth.Authenticator
-	admitter *balance.Admitter
+	admitter *lease.Admitter
 	producer *bus.Producer
 	wal      *wal.WAL
 	metrics  *metrics.Edge
@@ -54,7 +54,7 @@ type App struct {
 // ledgerClient is what the edge needs from ledgerd; *ledger.Client implements it.
 type ledgerClient interface {
 	auth.KeySource
-	balance.Source
+	lease.Ledger
 	Ping(ctx context.Context) error
 	Close()
 }
@@ -77,8 +77,16 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.admitter, err = balance.New(balance.Config{TTL: cfg.Ledger.BalanceTTL, Timeout: cfg.Ledger.Timeout,
-		CacheMax: cfg.Ledger.AccountCacheMax}, a.ledger, log)
+	a.admitter, err = lease.New(lease.Config{
+		EdgeID:     cfg.EdgeID,
+		Timeout:    cfg.Ledger.Timeout,
+		CacheMax:   cfg.Ledger.AccountCacheMax,
+		Window:     cfg.Ledger.LeaseWindow,
+		SizeMax:    int64(cfg.Ledger.LeaseMicrocreditsMax),
+		RecallPoll: cfg.Ledger.LeaseRecallPoll,
+		RecallWait: cfg.Ledger.LeaseRecallWait,
+		Registerer: a.metrics.Registry,
+	}, a.ledger, log)
 	if err != nil {
 		a.auth.Close()
 		return nil, err
@@ -124,7 +132,7 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 		Admitter: a.admitter,
 		Prices:   &a.prices,
 		Sink:     a.wal,
-		Balances: a.ledger,
+		Balances: a.admitter, // ledgerd's figures, net of this node's lease
 		Metrics:  a.metrics,
 	})
 	if err != nil {
@@ -218,7 +226,11 @@ func (a *App) ReloadPrices() error {
 //     stay in the WAL and ship at the next start on the same directory. Records of streams
 //     still running past step 2 are appended while the WAL is open, and written to the
 //     process log (unshipped_record) after it is closed.
-//  4. Stop the shipper, close the WAL, the Kafka producer, caches and connections.
+//  4. Return every credit lease to ledgerd with this node's spend from it, up to
+//     LeaseReturnTimeout (after the requests, so the spend is final; after the flush, so
+//     the records are on their way to settle it). Leases not returned expire and ledgerd
+//     reclaims them after its TTL and grace.
+//  5. Stop the shipper, close the WAL, the Kafka producer, caches and connections.
 //
 // It returns the first serving error, or the flush error (records left in the WAL).
 func (a *App) Run(ctx context.Context) error {
@@ -267,6 +279,13 @@ func (a *App) Run(ctx context.Context) error {
 		runErr = errors.Join(runErr, err)
 	}
 	cancel()
+
+	lctx, cancel := context.WithTimeout(context.Background(), a.cfg.Ledger.LeaseReturnTimeout)
+	if err := a.admitter.Close(lctx); err != nil {
+		a.log.Warn("leases_not_returned", "error", err)
+	}
+	cancel()
+
 	stopShip()
 	<-shipped
 	if err := a.wal.Close(); err != nil {
@@ -296,7 +315,10 @@ func (a *App) closeParts() {
 		}
 	}
 	if a.admitter != nil {
-		a.admitter.Close()
+		// Run has returned the leases; after a failed build there are none. Idempotent.
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Ledger.LeaseReturnTimeout)
+		_ = a.admitter.Close(ctx)
+		cancel()
 	}
 	if a.auth != nil {
 		a.auth.Close()

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,22 +26,52 @@ import (
 )
 
 // stubLedger stands in for ledgerd behind the client interface; the edge's end-to-end suite
-// runs the real one.
-type stubLedger struct{ keyHash string }
+// runs the real one. It grants every lease in full and remembers the spend released.
+type stubLedger struct {
+	keyHash string
 
-func (s stubLedger) LookupKey(_ context.Context, h string) (ledgerapi.Key, error) {
+	mu       sync.Mutex
+	granted  int
+	released map[string]int64 // lease id → spend reported
+}
+
+func newStubLedger(keyHash string) *stubLedger {
+	return &stubLedger{keyHash: keyHash, released: map[string]int64{}}
+}
+
+func (s *stubLedger) LookupKey(_ context.Context, h string) (ledgerapi.Key, error) {
 	if h != s.keyHash {
 		return ledgerapi.Key{}, ledger.ErrNotFound
 	}
 	return ledgerapi.Key{KeyID: "k1", AccountID: "a1", AccountStatus: ledgerapi.StatusActive}, nil
 }
 
-func (stubLedger) Balance(_ context.Context, id string) (ledgerapi.Balance, error) {
+func (*stubLedger) Balance(_ context.Context, id string) (ledgerapi.Balance, error) {
 	return ledgerapi.Balance{AccountID: id, BalanceMicrocredits: 1e12, AvailableMicrocredits: 1e12}, nil
 }
 
-func (stubLedger) Ping(context.Context) error { return nil }
-func (stubLedger) Close()                     {}
+func (s *stubLedger) Grant(_ context.Context, g ledgerapi.Grant) (ledgerapi.Lease, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.granted++
+	return ledgerapi.Lease{LeaseID: fmt.Sprint("lease_", s.granted), AccountID: g.AccountID,
+		GrantedMicrocredits: g.WantMicrocredits, TTLMillis: 60_000}, nil
+}
+
+func (*stubLedger) Extend(_ context.Context, id string, e ledgerapi.Extend) (ledgerapi.Lease, error) {
+	return ledgerapi.Lease{}, ledger.ErrLeaseClosed // the node then asks for a new lease
+}
+
+func (s *stubLedger) Release(_ context.Context, id string, r ledgerapi.Release) (ledgerapi.Lease, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.released[id] = r.SpentMicrocredits
+	return ledgerapi.Lease{LeaseID: id}, nil
+}
+
+func (*stubLedger) Recalls(context.Context, string) ([]string, error) { return nil, nil }
+func (*stubLedger) Ping(context.Context) error                        { return nil }
+func (*stubLedger) Close()                                            {}
 
 // TestGracefulStopFinishesStreamsAndShipsRecords stops the edge while a paced stream is in
 // flight: the stream must finish for its client, and its record must reach Kafka before Run
@@ -61,7 +92,8 @@ func TestGracefulStopFinishesStreamsAndShipsRecords(t *testing.T) {
 
 	const key = "sk-client"
 	sum := sha256.Sum256([]byte(key))
-	a, err := build(cfg, slog.New(slog.DiscardHandler), stubLedger{keyHash: hex.EncodeToString(sum[:])})
+	stub := newStubLedger(hex.EncodeToString(sum[:]))
+	a, err := build(cfg, slog.New(slog.DiscardHandler), stub)
 	require.NoError(t, err)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -114,6 +146,12 @@ func TestGracefulStopFinishesStreamsAndShipsRecords(t *testing.T) {
 	require.False(t, rec.Estimated)
 	// 10 × 140 + 200 × 700 µcr (Haiku 4.5: $1 and $5 per MTok, 30% off, 200 credits per $).
 	require.Equal(t, int64(141_400), rec.CostMicrocredits, fmt.Sprintf("%+v", rec))
+
+	// The stop returned the credit lease, reporting the request's cost as its spend.
+	stub.mu.Lock()
+	defer stub.mu.Unlock()
+	require.Equal(t, 1, stub.granted)
+	require.Equal(t, map[string]int64{rec.LeaseID: 141_400}, stub.released)
 }
 
 func TestReadyzReportsLedgerDown(t *testing.T) {

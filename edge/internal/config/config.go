@@ -114,10 +114,26 @@ type Ledger struct {
 	KeyNegativeTTL time.Duration `yaml:"key_negative_ttl"`
 	// KeyCacheMax bounds cached keys (known and unknown). Default: 100000.
 	KeyCacheMax int `yaml:"key_cache_max"`
-	// BalanceTTL is how long an account's balance is reused for admission. Default: 1s.
-	BalanceTTL time.Duration `yaml:"balance_ttl"`
-	// AccountCacheMax bounds cached account balances. Default: 100000.
+	// AccountCacheMax bounds the accounts this node keeps a credit lease for; an account
+	// evicted from the cache returns its lease. Default: 100000.
 	AccountCacheMax int `yaml:"account_cache_max"`
+	// LeaseWindow is how much of an account's recent spend on this node its lease covers:
+	// longer means fewer ledgerd calls and more credit parked on the node. Default: 5s.
+	LeaseWindow time.Duration `yaml:"lease_window"`
+	// LeaseMicrocreditsMax bounds the lease size asked for, in µcr (a single request's hold
+	// above it is still asked for on its own). Default: 1,000,000,000 (1,000 credits).
+	LeaseMicrocreditsMax int `yaml:"lease_microcredits_max"`
+	// LeaseRecallPoll is how often the node asks ledgerd which of its leases another node
+	// needs back, and sweeps its leases for expiry and refreshes. Keep it well under
+	// ledgerd's lease TTL: a lease stops being used two polls before it expires.
+	// Default: 250ms.
+	LeaseRecallPoll time.Duration `yaml:"lease_recall_poll"`
+	// LeaseRecallWait is how long a request refused by ledgerd waits for credit that other
+	// nodes were asked to return, before it gets 402. Default: 1s.
+	LeaseRecallWait time.Duration `yaml:"lease_recall_wait"`
+	// LeaseReturnTimeout bounds returning every lease to ledgerd at shutdown; leases not
+	// returned expire and are reclaimed by ledgerd. Default: 10s.
+	LeaseReturnTimeout time.Duration `yaml:"lease_return_timeout"`
 }
 
 // Kafka configures where usage records go.
@@ -193,8 +209,13 @@ func Default() Config {
 			KeyTTL:          5 * time.Second,
 			KeyNegativeTTL:  3 * time.Second,
 			KeyCacheMax:     100000,
-			BalanceTTL:      time.Second,
 			AccountCacheMax: 100000,
+
+			LeaseWindow:          5 * time.Second,
+			LeaseMicrocreditsMax: 1_000_000_000,
+			LeaseRecallPoll:      250 * time.Millisecond,
+			LeaseRecallWait:      time.Second,
+			LeaseReturnTimeout:   10 * time.Second,
 		},
 		Kafka: Kafka{
 			Brokers:      []string{"127.0.0.1:9092"},
@@ -265,8 +286,12 @@ func options(c *Config) []Option {
 		o("key-ttl", "duration", "how long a known key is trusted without asking ledgerd (at most 5s)", &c.Ledger.KeyTTL),
 		o("key-negative-ttl", "duration", "how long an unknown key is remembered as unknown", &c.Ledger.KeyNegativeTTL),
 		o("key-cache-max", "count", "cached keys, known and unknown", &c.Ledger.KeyCacheMax),
-		o("balance-ttl", "duration", "how long an account balance is reused for admission", &c.Ledger.BalanceTTL),
-		o("account-cache-max", "count", "cached account balances", &c.Ledger.AccountCacheMax),
+		o("account-cache-max", "count", "accounts with a credit lease on this node; an evicted one returns its lease", &c.Ledger.AccountCacheMax),
+		o("lease-window", "duration", "a lease covers this much of the account's recent spend on this node", &c.Ledger.LeaseWindow),
+		o("lease-microcredits-max", "µcr", "largest lease asked for (a larger hold is still asked for alone)", &c.Ledger.LeaseMicrocreditsMax),
+		o("lease-recall-poll", "duration", "how often recalled leases are polled and leases swept; well under ledgerd's lease TTL", &c.Ledger.LeaseRecallPoll),
+		o("lease-recall-wait", "duration", "how long a refused request waits for credit recalled from other nodes before 402", &c.Ledger.LeaseRecallWait),
+		o("lease-return-timeout", "duration", "time to return leases to ledgerd at shutdown", &c.Ledger.LeaseReturnTimeout),
 
 		o("kafka-brokers", "comma list", "Kafka bootstrap addresses", &c.Kafka.Brokers),
 		o("kafka-partitions", "count", "partitions of usage.v1 when the edge creates it", &c.Kafka.Partitions),
@@ -566,10 +591,21 @@ func (c *Config) Validate() error {
 		bad("ledger.key_negative_ttl", "want (0, 1m], got %s", l.KeyNegativeTTL)
 	}
 	between("ledger.key_cache_max", l.KeyCacheMax, 1, 100_000_000)
-	if l.BalanceTTL <= 0 || l.BalanceTTL > time.Minute {
-		bad("ledger.balance_ttl", "want (0, 1m], got %s", l.BalanceTTL)
-	}
 	between("ledger.account_cache_max", l.AccountCacheMax, 1, 100_000_000)
+	if l.LeaseWindow <= 0 || l.LeaseWindow > 10*time.Minute {
+		bad("ledger.lease_window", "want (0, 10m], got %s", l.LeaseWindow)
+	}
+	// ledgerd accepts at most 10⁶ credits in one lease call.
+	if l.LeaseMicrocreditsMax < 1 || int64(l.LeaseMicrocreditsMax) > 1_000_000_000_000 {
+		bad("ledger.lease_microcredits_max", "want 1..1000000000000 µcr, got %d", l.LeaseMicrocreditsMax)
+	}
+	if l.LeaseRecallPoll < 10*time.Millisecond || l.LeaseRecallPoll > time.Minute {
+		bad("ledger.lease_recall_poll", "want [10ms, 1m], got %s", l.LeaseRecallPoll)
+	}
+	if l.LeaseRecallWait < 0 || l.LeaseRecallWait > time.Minute {
+		bad("ledger.lease_recall_wait", "want [0, 1m], got %s", l.LeaseRecallWait)
+	}
+	positive("ledger.lease_return_timeout", l.LeaseReturnTimeout)
 
 	k := &c.Kafka
 	if len(k.Brokers) == 0 {

@@ -1,9 +1,11 @@
 // Package ledger is the edge's client of ledgerd's internal API (pkg/ledgerapi): key lookup
-// by hash and account balances. It is off the hot path — the auth and admission caches call
-// it on a miss — so it uses net/http and encoding/json for clarity.
+// by hash, account balances and credit leases. It is off the hot path — the auth cache and
+// the lease admitter call it on a miss or in the background — so it uses net/http and
+// encoding/json for clarity.
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,8 +20,29 @@ import (
 	"tollgate/pkg/ledgerapi"
 )
 
-// ErrNotFound is returned by LookupKey for a key ledgerd does not know.
-var ErrNotFound = errors.New("not found")
+// Refusals ledgerd answers with. Any other error means ledgerd could not be asked (or failed):
+// the caller cannot tell what the account has.
+var (
+	// ErrNotFound: an unknown key (LookupKey), account or lease.
+	ErrNotFound = errors.New("not found")
+	// ErrLeaseClosed: the lease was released or reclaimed; ask for a new one.
+	ErrLeaseClosed = errors.New("lease closed")
+	// ErrSuspended: the account is suspended and gets no credit.
+	ErrSuspended = errors.New("account suspended")
+)
+
+// InsufficientError is ledgerd's 402 to a grant or extend: the account's available credit
+// cannot cover the minimum asked.
+type InsufficientError struct {
+	Available int64 // µcr available to the account after the refusal
+	// Recallable is what other nodes' open leases of the account reserve and were just
+	// recalled; when positive, the same call may succeed shortly.
+	Recallable int64
+}
+
+func (e *InsufficientError) Error() string {
+	return fmt.Sprintf("ledgerd refused credit: %d µcr available, %d µcr recalled", e.Available, e.Recallable)
+}
 
 // responseBytesMax bounds what the client reads from ledgerd: its answers are a few hundred
 // bytes.
@@ -80,6 +103,43 @@ func (c *Client) Balance(ctx context.Context, accountID string) (ledgerapi.Balan
 	return b, nil
 }
 
+// Grant asks for a new lease.
+func (c *Client) Grant(ctx context.Context, g ledgerapi.Grant) (ledgerapi.Lease, error) {
+	var l ledgerapi.Lease
+	if err := c.do(ctx, http.MethodPost, "/internal/v1/leases", g, &l); err != nil {
+		return ledgerapi.Lease{}, fmt.Errorf("grant lease on %s: %w", g.AccountID, err)
+	}
+	return l, nil
+}
+
+// Extend adds to an open lease, reports the node's spend and refreshes the expiry.
+func (c *Client) Extend(ctx context.Context, leaseID string, e ledgerapi.Extend) (ledgerapi.Lease, error) {
+	var l ledgerapi.Lease
+	if err := c.do(ctx, http.MethodPost, "/internal/v1/leases/"+url.PathEscape(leaseID)+"/extend", e, &l); err != nil {
+		return ledgerapi.Lease{}, fmt.Errorf("extend lease %s: %w", leaseID, err)
+	}
+	return l, nil
+}
+
+// Release closes a lease with the node's total spend from it. Releasing a closed lease is
+// answered like a release, so it is safe to retry.
+func (c *Client) Release(ctx context.Context, leaseID string, r ledgerapi.Release) (ledgerapi.Lease, error) {
+	var l ledgerapi.Lease
+	if err := c.do(ctx, http.MethodPost, "/internal/v1/leases/"+url.PathEscape(leaseID)+"/release", r, &l); err != nil {
+		return ledgerapi.Lease{}, fmt.Errorf("release lease %s: %w", leaseID, err)
+	}
+	return l, nil
+}
+
+// Recalls lists the open leases of edgeID that ledgerd asks to be returned.
+func (c *Client) Recalls(ctx context.Context, edgeID string) ([]string, error) {
+	var r ledgerapi.Recalls
+	if err := c.do(ctx, http.MethodGet, "/internal/v1/edges/"+url.PathEscape(edgeID)+"/recalls", nil, &r); err != nil {
+		return nil, fmt.Errorf("list recalled leases: %w", err)
+	}
+	return r.LeaseIDs, nil
+}
+
 // Ping checks that ledgerd answers and accepts the secret: it looks up a key hash that cannot
 // exist, for which 404 is the healthy answer.
 func (c *Client) Ping(ctx context.Context) error {
@@ -94,30 +154,55 @@ func (c *Client) Ping(ctx context.Context) error {
 func (c *Client) Close() { c.closer() }
 
 func (c *Client) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+// do sends one call (in, when not nil, as the JSON body) and decodes a 200 into out. ledgerd's
+// refusals become ErrNotFound, ErrLeaseClosed, ErrSuspended or *InsufficientError; anything
+// else is an error that says ledgerd could not answer.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		raw, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Authorization", c.auth)
 	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, responseBytesMax))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, responseBytesMax))
 	if err != nil {
 		return fmt.Errorf("read response: %w", err)
 	}
-	switch {
-	case resp.StatusCode == http.StatusNotFound:
-		return ErrNotFound
-	case resp.StatusCode != http.StatusOK:
+	if resp.StatusCode != http.StatusOK {
 		var e ledgerapi.Error
-		_ = json.Unmarshal(body, &e)
+		_ = json.Unmarshal(raw, &e)
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			return ErrNotFound
+		case http.StatusPaymentRequired:
+			return &InsufficientError{Available: e.AvailableMicrocredits, Recallable: e.RecallableMicrocredits}
+		case http.StatusConflict:
+			return ErrLeaseClosed
+		case http.StatusForbidden:
+			return ErrSuspended
+		}
 		return fmt.Errorf("ledgerd answered %d: %s %s", resp.StatusCode, e.Error.Type, e.Error.Message)
 	}
-	if err := json.Unmarshal(body, out); err != nil {
+	if err := json.Unmarshal(raw, out); err != nil {
 		return fmt.Errorf("decode response: %w", err)
 	}
 	return nil

@@ -2,8 +2,10 @@ package ledger_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,4 +80,82 @@ func TestClientUnreachable(t *testing.T) {
 	_, err := c.LookupKey(context.Background(), "abc")
 	require.Error(t, err)
 	require.NotErrorIs(t, err, ledger.ErrNotFound)
+}
+
+// The lease calls against ledgerd's routes as pkg/ledgerapi documents them: bodies sent, and
+// every refusal mapped to its error.
+func TestLeaseCalls(t *testing.T) {
+	mux := http.NewServeMux()
+	var got []string
+	mux.HandleFunc("POST /internal/v1/leases", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, string(b))
+		if strings.Contains(string(b), `"account_id":"poor"`) {
+			w.WriteHeader(http.StatusPaymentRequired)
+			w.Write([]byte(`{"error":{"type":"billing_error","message":"no"},"available_microcredits":7,"recallable_microcredits":40}`))
+			return
+		}
+		w.Write([]byte(`{"lease_id":"lease_1","account_id":"a1","granted_microcredits":500,"expires_at":"2026-11-22T00:00:00Z","ttl_ms":60000,"available_microcredits":1500}`))
+	})
+	mux.HandleFunc("POST /internal/v1/leases/{id}/extend", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, r.PathValue("id")+" "+string(b))
+		switch r.PathValue("id") {
+		case "closed":
+			w.WriteHeader(http.StatusConflict)
+		case "suspended":
+			w.WriteHeader(http.StatusForbidden)
+		case "broken":
+			w.WriteHeader(http.StatusBadGateway)
+		default:
+			w.Write([]byte(`{"lease_id":"lease_1","granted_microcredits":900,"ttl_ms":60000}`))
+		}
+	})
+	mux.HandleFunc("POST /internal/v1/leases/{id}/release", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = append(got, r.PathValue("id")+" "+string(b))
+		w.Write([]byte(`{"lease_id":"lease_1","granted_microcredits":900,"ttl_ms":0}`))
+	})
+	mux.HandleFunc("GET /internal/v1/edges/{edge}/recalls", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"lease_ids":["lease_` + r.PathValue("edge") + `"]}`))
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	c := ledger.New(ledger.Config{URL: srv.URL, Secret: "s", Timeout: time.Second})
+	defer c.Close()
+	ctx := context.Background()
+
+	l, err := c.Grant(ctx, ledgerapi.Grant{AccountID: "a1", EdgeID: "e1", WantMicrocredits: 500, MinMicrocredits: 100})
+	require.NoError(t, err)
+	require.Equal(t, int64(500), l.GrantedMicrocredits)
+	require.Equal(t, int64(60000), l.TTLMillis)
+	_, err = c.Grant(ctx, ledgerapi.Grant{AccountID: "poor", EdgeID: "e1", WantMicrocredits: 500, MinMicrocredits: 100})
+	var ins *ledger.InsufficientError
+	require.ErrorAs(t, err, &ins)
+	require.Equal(t, ledger.InsufficientError{Available: 7, Recallable: 40}, *ins)
+
+	l, err = c.Extend(ctx, "lease_1", ledgerapi.Extend{WantMicrocredits: 400, MinMicrocredits: 10, SpentMicrocredits: 30})
+	require.NoError(t, err)
+	require.Equal(t, int64(900), l.GrantedMicrocredits)
+	_, err = c.Extend(ctx, "closed", ledgerapi.Extend{})
+	require.ErrorIs(t, err, ledger.ErrLeaseClosed)
+	_, err = c.Extend(ctx, "suspended", ledgerapi.Extend{})
+	require.ErrorIs(t, err, ledger.ErrSuspended)
+	_, err = c.Extend(ctx, "broken", ledgerapi.Extend{})
+	require.ErrorContains(t, err, "502")
+	_, err = c.Release(ctx, "lease_1", ledgerapi.Release{SpentMicrocredits: 30})
+	require.NoError(t, err)
+	ids, err := c.Recalls(ctx, "e1")
+	require.NoError(t, err)
+	require.Equal(t, []string{"lease_e1"}, ids)
+
+	require.Equal(t, []string{
+		`{"account_id":"a1","edge_id":"e1","want_microcredits":500,"min_microcredits":100}`,
+		`{"account_id":"poor","edge_id":"e1","want_microcredits":500,"min_microcredits":100}`,
+		`lease_1 {"want_microcredits":400,"min_microcredits":10,"spent_microcredits":30}`,
+		`closed {"want_microcredits":0,"min_microcredits":0,"spent_microcredits":0}`,
+		`suspended {"want_microcredits":0,"min_microcredits":0,"spent_microcredits":0}`,
+		`broken {"want_microcredits":0,"min_microcredits":0,"spent_microcredits":0}`,
+		`lease_1 {"spent_microcredits":30}`,
+	}, got)
 }

@@ -106,8 +106,10 @@ func (p *Proxy) messages(ctx *fasthttp.RequestCtx) {
 		fail(apierr.Invalid("model: " + quote(req.model) + " is not a model this service offers"))
 		return
 	}
-	h := hold.Compute(hold.Request{BodyBytes: int64(len(body)), MaxTokens: req.maxTokens},
-		hold.Rates{MaxInput: model.MaxInputRate(opts), Output: model.OutputRate(opts)})
+	in := hold.Scan(body)
+	in.MaxTokens = req.maxTokens
+	h := hold.Compute(in, hold.Rates{MaxInput: model.MaxInputRate(opts), Output: model.OutputRate(opts),
+		WebSearchFee: table.WebSearchFee(), ContextTokens: hold.Context(model, opts)})
 
 	// Room for the record first, so a request is never served without one.
 	if !p.deps.Sink.Reserve() {
@@ -118,9 +120,12 @@ func (p *Proxy) messages(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		p.deps.Sink.Release()
 		var ins *admit.InsufficientError
-		if errors.As(err, &ins) {
+		switch {
+		case errors.As(err, &ins):
 			fail(apierr.Insufficient(ins.Hold, ins.Available))
-		} else {
+		case errors.Is(err, admit.ErrSuspended):
+			fail(apierr.Suspended)
+		default:
 			fail(apierr.LedgerDown)
 		}
 		return

@@ -1,0 +1,242 @@
+package lease_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"tollgate/edge/internal/ledger"
+	"tollgate/pkg/ledgerapi"
+)
+
+// fakeLedger plays ledgerd's lease rules in memory (ledgerd/README.md "Lease arithmetic"):
+// grants take min(want, available/4) when that covers min, else exactly min when available
+// covers it, else 402 — recalling other nodes' open leases when they could cover it. Nothing
+// settles, so a released lease keeps reserving its reported spend: available is what the
+// account could still spend if every charge so far were settled.
+type fakeLedger struct {
+	mu      sync.Mutex
+	ttl     time.Duration
+	balance map[string]int64
+	leases  map[string]*fakeLease
+	seq     int
+	down    bool          // every call fails as if ledgerd were unreachable
+	gate    chan struct{} // when set, Grant waits for it to close
+	entered chan struct{} // when set, Grant signals here before waiting on gate
+	calls   map[string]int
+	wants   []int64 // want of every grant and extend, in order
+}
+
+type fakeLease struct {
+	id, account, edge string
+	granted, reported int64
+	open, recalled    bool
+}
+
+func newFakeLedger() *fakeLedger {
+	return &fakeLedger{ttl: time.Minute, balance: map[string]int64{}, leases: map[string]*fakeLease{}, calls: map[string]int{}}
+}
+
+var errDown = errors.New("connection refused")
+
+func (f *fakeLedger) setBalance(acct string, b int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.balance[acct] = b
+}
+
+func (f *fakeLedger) setDown(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
+}
+
+func (f *fakeLedger) count(call string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[call]
+}
+
+// available is balance − Σ reservations, with the lock held.
+func (f *fakeLedger) available(acct string) int64 {
+	a := f.balance[acct]
+	for _, l := range f.leases {
+		if l.account != acct {
+			continue
+		}
+		if l.open {
+			a -= l.granted
+		} else {
+			a -= l.reported
+		}
+	}
+	return a
+}
+
+// reserved is Σ reservations of an account.
+func (f *fakeLedger) reserved(acct string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.balance[acct] - f.available(acct)
+}
+
+// openLeases counts open leases of an account.
+func (f *fakeLedger) openLeases(acct string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, l := range f.leases {
+		if l.account == acct && l.open {
+			n++
+		}
+	}
+	return n
+}
+
+// reported sums the spend reported on released leases of an account.
+func (f *fakeLedger) reportedSpend(acct string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var n int64
+	for _, l := range f.leases {
+		if l.account == acct && !l.open {
+			n += l.reported
+		}
+	}
+	return n
+}
+
+// recall marks the account's open leases but exceptID when they could cover minimum.
+func (f *fakeLedger) recall(acct, exceptID string, minimum int64) int64 {
+	var held int64
+	for _, l := range f.leases {
+		if l.account == acct && l.open && l.id != exceptID {
+			held += l.granted
+		}
+	}
+	if held == 0 || f.available(acct)+held < minimum {
+		return 0
+	}
+	for _, l := range f.leases {
+		if l.account == acct && l.open && l.id != exceptID {
+			l.recalled = true
+		}
+	}
+	return held
+}
+
+func grantAmount(avail, want, minimum int64) (int64, bool) {
+	if minimum > 0 && avail < minimum {
+		return 0, false
+	}
+	return max(min(want, max(avail, 0)/4), minimum), true
+}
+
+func (f *fakeLedger) enter(call string) error {
+	f.calls[call]++
+	if f.down {
+		return fmt.Errorf("%s: %w", call, errDown)
+	}
+	return nil
+}
+
+func (f *fakeLedger) Grant(_ context.Context, g ledgerapi.Grant) (ledgerapi.Lease, error) {
+	f.mu.Lock()
+	gate, entered := f.gate, f.entered
+	f.mu.Unlock()
+	if entered != nil {
+		entered <- struct{}{}
+	}
+	if gate != nil {
+		<-gate
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("grant"); err != nil {
+		return ledgerapi.Lease{}, err
+	}
+	f.wants = append(f.wants, g.WantMicrocredits)
+	if _, ok := f.balance[g.AccountID]; !ok {
+		return ledgerapi.Lease{}, ledger.ErrNotFound
+	}
+	avail := f.available(g.AccountID)
+	amount, ok := grantAmount(avail, g.WantMicrocredits, g.MinMicrocredits)
+	if !ok {
+		return ledgerapi.Lease{}, &ledger.InsufficientError{Available: avail, Recallable: f.recall(g.AccountID, "", g.MinMicrocredits)}
+	}
+	f.seq++
+	l := &fakeLease{id: fmt.Sprintf("lease_%d", f.seq), account: g.AccountID, edge: g.EdgeID, granted: amount, open: true}
+	f.leases[l.id] = l
+	return f.answer(l, f.ttl), nil
+}
+
+func (f *fakeLedger) answer(l *fakeLease, ttl time.Duration) ledgerapi.Lease {
+	return ledgerapi.Lease{LeaseID: l.id, AccountID: l.account, GrantedMicrocredits: l.granted,
+		TTLMillis: ttl.Milliseconds(), AvailableMicrocredits: f.available(l.account)}
+}
+
+func (f *fakeLedger) Extend(_ context.Context, id string, e ledgerapi.Extend) (ledgerapi.Lease, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("extend"); err != nil {
+		return ledgerapi.Lease{}, err
+	}
+	f.wants = append(f.wants, e.WantMicrocredits)
+	l := f.leases[id]
+	switch {
+	case l == nil:
+		return ledgerapi.Lease{}, ledger.ErrNotFound
+	case !l.open:
+		return ledgerapi.Lease{}, ledger.ErrLeaseClosed
+	}
+	avail := f.available(l.account)
+	amount, ok := grantAmount(avail, e.WantMicrocredits, e.MinMicrocredits)
+	if !ok {
+		return ledgerapi.Lease{}, &ledger.InsufficientError{Available: avail, Recallable: f.recall(l.account, l.id, e.MinMicrocredits)}
+	}
+	l.granted += amount
+	l.reported = max(l.reported, e.SpentMicrocredits)
+	return f.answer(l, f.ttl), nil
+}
+
+func (f *fakeLedger) Release(_ context.Context, id string, r ledgerapi.Release) (ledgerapi.Lease, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("release"); err != nil {
+		return ledgerapi.Lease{}, err
+	}
+	l := f.leases[id]
+	if l == nil {
+		return ledgerapi.Lease{}, ledger.ErrNotFound
+	}
+	if l.open {
+		l.open, l.reported = false, r.SpentMicrocredits
+	}
+	return f.answer(l, 0), nil
+}
+
+func (f *fakeLedger) Recalls(_ context.Context, edge string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("recalls"); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, l := range f.leases {
+		if l.edge == edge && l.open && l.recalled {
+			ids = append(ids, l.id)
+		}
+	}
+	return ids, nil
+}
+
+func (f *fakeLedger) Balance(_ context.Context, acct string) (ledgerapi.Balance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("balance"); err != nil {
+		return ledgerapi.Balance{}, err
+	}
+	return ledgerapi.Balance{AccountID: acct, BalanceMicrocredits: f.balance[acct], AvailableMicrocredits: f.available(acct)}, nil
+}

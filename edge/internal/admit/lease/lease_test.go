@@ -1,0 +1,438 @@
+package lease_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"tollgate/edge/internal/admit"
+	"tollgate/edge/internal/admit/lease"
+)
+
+// clock is a settable test clock; it keeps time.Now's monotonic reading so Sub works.
+type clock struct {
+	base time.Time
+	off  atomic.Int64
+}
+
+func newClock() *clock                   { return &clock{base: time.Now()} }
+func (c *clock) Now() time.Time          { return c.base.Add(time.Duration(c.off.Load())) }
+func (c *clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
+func eventually(t *testing.T, f func() bool, msg string, args ...any) {
+	t.Helper()
+	require.Eventually(t, f, 10*time.Second, 5*time.Millisecond, append([]any{msg}, args...)...)
+}
+
+type opts func(*lease.Config)
+
+func newAdmitter(t *testing.T, f *fakeLedger, edge string, o ...opts) *lease.Admitter {
+	t.Helper()
+	cfg := lease.Config{EdgeID: edge, Timeout: time.Second, CacheMax: 1000, Window: 5 * time.Second,
+		RecallPoll: 10 * time.Millisecond, RecallWait: 2 * time.Second, Registerer: prometheus.NewRegistry()}
+	for _, fn := range o {
+		fn(&cfg)
+	}
+	a, err := lease.New(cfg, f, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = a.Close(ctx)
+	})
+	return a
+}
+
+// admissions reads tollgate_edge_lease_admissions_total{path} from reg.
+func admissions(t *testing.T, reg *prometheus.Registry, path string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != "tollgate_edge_lease_admissions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "path" && lp.GetValue() == path {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no admissions metric for path %s", path)
+	return 0
+}
+
+func TestWarmAdmissionIsLocal(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 1_000_000_000)
+	reg := prometheus.NewRegistry()
+	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.Registerer = reg })
+
+	// The first request grants a lease of four holds; the next three are local.
+	for i := range 4 {
+		tk, err := a.Admit("a1", 1000)
+		require.NoError(t, err, "request %d", i)
+		require.NotEmpty(t, tk.LeaseID)
+		require.Equal(t, int64(1000), tk.Hold)
+		a.Finish(tk, 1000)
+	}
+	require.Equal(t, 1, f.count("grant"))
+	f.mu.Lock()
+	require.Equal(t, int64(4000), f.wants[0])
+	f.mu.Unlock()
+	require.Equal(t, float64(1), admissions(t, reg, "ledgerd"))
+	require.Equal(t, float64(3), admissions(t, reg, "local"))
+}
+
+// A burst of requests for an account whose lease is cold waits on one call.
+func TestConcurrentMissesShareOneCall(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 1_000_000_000)
+	f.gate, f.entered = make(chan struct{}), make(chan struct{}, 1)
+	a := newAdmitter(t, f, "e1")
+
+	var wg sync.WaitGroup
+	tickets := make(chan admit.Ticket, 21)
+	errs := make(chan error, 21)
+	admitOne := func(hold int64) {
+		defer wg.Done()
+		tk, err := a.Admit("a1", hold)
+		if err != nil {
+			errs <- err
+			return
+		}
+		tickets <- tk
+	}
+	wg.Add(1)
+	go admitOne(100_000) // its lease: 4 × 100,000
+	<-f.entered          // the leader's grant is in flight and blocked
+	for range 20 {
+		wg.Add(1)
+		go admitOne(1000) // these fit in what the leader's lease has left
+	}
+	close(f.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.Len(t, tickets, 21)
+	require.Equal(t, 1, f.count("grant"), "one call for the whole burst")
+	require.Zero(t, f.count("extend"))
+	close(tickets)
+	for tk := range tickets {
+		a.Finish(tk, tk.Hold)
+	}
+}
+
+func TestInsufficientSaysWhatIsAvailable(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 5000)
+	a := newAdmitter(t, f, "e1")
+
+	_, err := a.Admit("a1", 6000)
+	var ins *admit.InsufficientError
+	require.ErrorAs(t, err, &ins)
+	require.Equal(t, admit.InsufficientError{Hold: 6000, Available: 5000}, *ins)
+
+	// Low balance: exactly the hold is granted (4 holds would be more than a quarter).
+	tk, err := a.Admit("a1", 3000)
+	require.NoError(t, err)
+	require.Equal(t, int64(3000), f.reserved("a1"))
+	// While it runs, only 2000 are left to this node.
+	_, err = a.Admit("a1", 2500)
+	require.ErrorAs(t, err, &ins)
+	require.Equal(t, admit.InsufficientError{Hold: 2500, Available: 2000}, *ins)
+	a.Finish(tk, 1000)
+	// The account is low, so the idle lease went back with its spend: 4000 are available.
+	eventually(t, func() bool { return f.openLeases("a1") == 0 }, "tight lease released when idle")
+	require.Equal(t, int64(1000), f.reportedSpend("a1"))
+	tk, err = a.Admit("a1", 4000)
+	require.NoError(t, err)
+	a.Finish(tk, 4000)
+	_, err = a.Admit("a1", 1)
+	require.ErrorAs(t, err, &ins)
+	eventually(t, func() bool { return f.openLeases("a1") == 0 }, "released")
+	require.Equal(t, int64(5000), f.reportedSpend("a1"), "every micro-credit spent, none overdrawn")
+}
+
+// The lease asked for follows the account's recent spend on the node.
+func TestLeaseSizeFollowsSpend(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 1_000_000_000_000)
+	c := newClock()
+	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.Now = c.Now; cfg.SizeMax = 10_000_000 })
+
+	// 5,000 µcr per second (50 per 10 ms) for 3 seconds.
+	for range 300 {
+		tk, err := a.Admit("a1", 100)
+		require.NoError(t, err)
+		a.Finish(tk, 50)
+		c.Advance(10 * time.Millisecond)
+	}
+	calls := f.count("grant") + f.count("extend")
+	require.Less(t, calls, 30, "leases grew with the spend: far fewer calls than requests")
+	f.mu.Lock()
+	biggest := max(f.wants[0], f.wants[len(f.wants)-1])
+	for _, w := range f.wants {
+		biggest = max(biggest, w)
+	}
+	f.mu.Unlock()
+	// Window (5 s) × 5,000 µcr/s = 25,000, less what the lease still had when topped up.
+	require.Greater(t, biggest, int64(10_000))
+	require.LessOrEqual(t, biggest, int64(26_000))
+}
+
+// Two nodes share a small balance; requests alternate between them until one is refused.
+// The refusal must be true: what is left cannot cover the hold (no credit is stuck in the
+// other node's lease).
+func TestBalanceSpreadOverNodesIsSpendable(t *testing.T) {
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	for round := range 20 {
+		f := newFakeLedger()
+		const hold, cost = 10_000, 3_000
+		balance := int64(20_000 + rng.IntN(200_000))
+		acct := fmt.Sprint("a", round)
+		f.setBalance(acct, balance)
+		nodes := []*lease.Admitter{newAdmitter(t, f, "e1"), newAdmitter(t, f, "e2"), newAdmitter(t, f, "e3")}
+		var spent int64
+		for i := 0; ; i++ {
+			n := nodes[rng.IntN(3)]
+			tk, err := n.Admit(acct, hold)
+			if err != nil {
+				var ins *admit.InsufficientError
+				require.ErrorAs(t, err, &ins, "seed %d", seed)
+				require.Less(t, balance-spent, int64(hold), "seed %d round %d: refused after %d requests with %d left", seed, round, i, balance-spent)
+				break
+			}
+			n.Finish(tk, cost)
+			spent += cost
+			require.LessOrEqual(t, spent, balance, "seed %d: overdrawn", seed)
+		}
+	}
+}
+
+func TestLedgerUnreachable(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 1_000_000_000)
+	a := newAdmitter(t, f, "e1")
+	tk, err := a.Admit("a1", 1000) // lease of 4000
+	require.NoError(t, err)
+	a.Finish(tk, 1000)
+
+	f.setDown(true)
+	for range 3 { // 3000 left in the lease
+		tk, err := a.Admit("a1", 1000)
+		require.NoError(t, err, "within the lease")
+		a.Finish(tk, 1000)
+	}
+	_, err = a.Admit("a1", 1000)
+	require.ErrorIs(t, err, admit.ErrUnavailable, "beyond the lease")
+
+	f.setDown(false)
+	tk, err = a.Admit("a1", 1000)
+	require.NoError(t, err)
+	a.Finish(tk, 500)
+}
+
+func TestExpiredLeaseIsNotUsed(t *testing.T) {
+	f := newFakeLedger()
+	f.ttl = 10 * time.Second
+	f.setBalance("a1", 1_000_000_000)
+	c := newClock()
+	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.Now = c.Now })
+	tk, err := a.Admit("a1", 1000)
+	require.NoError(t, err)
+	a.Finish(tk, 10)
+	f.setDown(true)
+	c.Advance(10 * time.Second)
+	// The sweep retires it; a request then needs ledgerd.
+	eventually(t, func() bool {
+		tk, err := a.Admit("a1", 1000)
+		if err == nil {
+			a.Finish(tk, 0)
+		}
+		return errors.Is(err, admit.ErrUnavailable)
+	}, "an expired lease admits nothing, whatever it has left")
+	f.setDown(false)
+}
+
+// A request that costs more than its hold overdraws the lease; the node must obtain the
+// deficit before admitting more, so an account that cannot cover it is refused.
+func TestOverrunIsRecoveredBeforeMoreIsAdmitted(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 10_000)
+	a := newAdmitter(t, f, "e1")
+	tk, err := a.Admit("a1", 2500) // a quarter of 10,000: exactly 2500 granted
+	require.NoError(t, err)
+	a.Finish(tk, 9000) // estimate error: the lease absorbs it
+	_, err = a.Admit("a1", 2000)
+	var ins *admit.InsufficientError
+	require.ErrorAs(t, err, &ins, "9000 spent, 1000 left: a 2000 hold cannot be covered")
+	require.Equal(t, admit.InsufficientError{Hold: 2000, Available: 1000}, *ins)
+	require.NoError(t, a.Close(context.Background()))
+	require.Equal(t, int64(9000), f.reportedSpend("a1"))
+}
+
+func TestRecalledLeaseIsReturned(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 1_000_000)
+	a := newAdmitter(t, f, "e1")
+	tk, err := a.Admit("a1", 1000)
+	require.NoError(t, err)
+	f.mu.Lock()
+	for _, l := range f.leases {
+		l.recalled = true
+	}
+	f.mu.Unlock()
+	time.Sleep(50 * time.Millisecond) // several polls: the running request keeps it open
+	require.Equal(t, 1, f.openLeases("a1"))
+	a.Finish(tk, 700)
+	eventually(t, func() bool { return f.openLeases("a1") == 0 }, "recalled lease released once idle")
+	require.Equal(t, int64(700), f.reportedSpend("a1"))
+	// The next request gets a new lease.
+	tk, err = a.Admit("a1", 1000)
+	require.NoError(t, err)
+	a.Finish(tk, 1)
+	require.Equal(t, 2, f.count("grant"))
+}
+
+func TestEvictedLeasesAreReturned(t *testing.T) {
+	f := newFakeLedger()
+	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.CacheMax = 5 })
+	var want int64
+	for i := range 200 {
+		acct := fmt.Sprint("a", i)
+		f.setBalance(acct, 1_000_000)
+		tk, err := a.Admit(acct, 1000)
+		require.NoError(t, err)
+		a.Finish(tk, int64(i))
+		want += int64(i)
+	}
+	// At most the 5 cached accounts keep their lease; every other was released with its spend.
+	eventually(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		open := 0
+		for _, l := range f.leases {
+			if l.open {
+				open++
+			}
+		}
+		return open <= 5
+	}, "leases of accounts that left the cache are released")
+	require.NoError(t, a.Close(context.Background()))
+	var got int64
+	f.mu.Lock()
+	for _, l := range f.leases {
+		require.False(t, l.open, "Close returns the rest")
+		got += l.reported
+	}
+	f.mu.Unlock()
+	require.Equal(t, want, got, "every spend reported exactly once")
+}
+
+func TestCloseReturnsLeasesWithSpend(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 1_000_000_000)
+	f.setBalance("a2", 1_000_000_000)
+	a := newAdmitter(t, f, "e1")
+	for i := range 10 {
+		for _, acct := range []string{"a1", "a2"} {
+			tk, err := a.Admit(acct, 1000)
+			require.NoError(t, err)
+			a.Finish(tk, int64(100+i))
+		}
+	}
+	require.NoError(t, a.Close(context.Background()))
+	require.Zero(t, f.openLeases("a1")+f.openLeases("a2"))
+	require.Equal(t, int64(1045), f.reportedSpend("a1"))
+	require.Equal(t, int64(1045), f.reportedSpend("a2"))
+	require.NoError(t, a.Close(context.Background()), "idempotent")
+}
+
+func TestBalanceIsNetOfHolds(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 1_000_000)
+	a := newAdmitter(t, f, "e1")
+	tk, err := a.Admit("a1", 10_000) // lease of 40,000
+	require.NoError(t, err)
+	b, err := a.Balance(context.Background(), "a1")
+	require.NoError(t, err)
+	require.Equal(t, int64(1_000_000), b.BalanceMicrocredits)
+	// ledgerd reserves the whole lease; this node knows only the running hold is taken.
+	require.Equal(t, int64(990_000), b.AvailableMicrocredits)
+	a.Finish(tk, 4000)
+	b, err = a.Balance(context.Background(), "a1")
+	require.NoError(t, err)
+	require.Equal(t, int64(996_000), b.AvailableMicrocredits)
+}
+
+func TestSuspendedAccount(t *testing.T) {
+	f := newFakeLedger()
+	a := newAdmitter(t, f, "e1")
+	_, err := a.Admit("nobody", 10)
+	require.ErrorIs(t, err, admit.ErrUnavailable, "an account ledgerd does not know")
+	require.False(t, errors.Is(err, admit.ErrSuspended))
+}
+
+// Many goroutines on two nodes admit and finish against one account: the books add up.
+func TestConcurrentAdmissionsAddUp(t *testing.T) {
+	f := newFakeLedger()
+	const balance = 5_000_000
+	f.setBalance("a1", balance)
+	nodes := []*lease.Admitter{newAdmitter(t, f, "e1"), newAdmitter(t, f, "e2")}
+	var spent atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := nodes[w%2]
+			for {
+				tk, err := n.Admit("a1", 20_000)
+				if err != nil {
+					return
+				}
+				spent.Add(7_000)
+				n.Finish(tk, 7_000)
+			}
+		}()
+	}
+	wg.Wait()
+	require.LessOrEqual(t, spent.Load(), int64(balance))
+	for _, n := range nodes {
+		require.NoError(t, n.Close(context.Background()))
+	}
+	require.Equal(t, spent.Load(), f.reportedSpend("a1"))
+	require.Greater(t, spent.Load(), int64(balance-20_000*16), "refusals came only when holds in flight filled what was left")
+}
+
+func TestAdmitAllocatesNothingWithAWarmLease(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 1<<50)
+	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.SizeMax = 1 << 40 })
+	tk, err := a.Admit("a1", 1<<30) // a lease of 4 × 2^30
+	require.NoError(t, err)
+	a.Finish(tk, 0)
+	allocs := testing.AllocsPerRun(1000, func() {
+		tk, err := a.Admit("a1", 1)
+		if err != nil {
+			panic(err)
+		}
+		a.Finish(tk, 1)
+	})
+	require.Zero(t, allocs)
+}

@@ -90,7 +90,7 @@ func (s *Store) GrantLease(ctx context.Context, g store.LeaseGrant) (store.Lease
 			// Commit the recall marks, if any: the refusal itself changes nothing else.
 			refused = true
 			out.AccountAvailable = a.Available()
-			out.Recallable, err = s.recall(ctx, tx, a, g.EdgeID, g.Min)
+			out.Recallable, err = s.recall(ctx, tx, a, "", g.Min)
 			return err
 		}
 		if err != nil {
@@ -119,16 +119,18 @@ func (s *Store) GrantLease(ctx context.Context, g store.LeaseGrant) (store.Lease
 	return out, nil
 }
 
-// recall answers a refusal of minimum µcr to edgeID on account a: when the open leases the
-// account's other nodes hold reserve enough that, returned, the minimum could be granted, it
-// stamps them recalled (their nodes poll for that and release them) and returns what they
-// reserve. Otherwise it returns 0 and changes nothing: the refusal is final. Part of the
-// reservation is spend not yet settled, which stays reserved after a release, so a recall
-// may not free enough; the asking node then retries into a final refusal.
-func (s *Store) recall(ctx context.Context, tx *sql.Tx, a store.Account, edgeID string, minimum int64) (int64, error) {
+// recall answers a refusal of minimum µcr on account a, asked for by the lease exceptID (an
+// extend) or by a new grant (exceptID ""): when the account's other open leases reserve
+// enough that, returned, the minimum could be granted, it stamps them recalled (their nodes
+// poll for that and release them) and returns what they reserve. Otherwise it returns 0 and
+// changes nothing: the refusal is final. The asking node's own other leases count too: one
+// it is releasing right now may be what it needs. Part of a reservation is spend not yet
+// settled, which stays reserved after a release, so a recall may not free enough; the asking
+// node then retries into a final refusal.
+func (s *Store) recall(ctx context.Context, tx *sql.Tx, a store.Account, exceptID string, minimum int64) (int64, error) {
 	var held int64
 	err := tx.QueryRowContext(ctx, `SELECT COALESCE(SUM(reservation), 0) FROM leases
-		WHERE account_id = $1 AND state = 'open' AND edge_id <> $2 AND reservation > 0`, a.ID, edgeID).Scan(&held)
+		WHERE account_id = $1 AND state = 'open' AND id <> $2 AND reservation > 0`, a.ID, exceptID).Scan(&held)
 	if err != nil {
 		return 0, fmt.Errorf("sum recallable leases: %w", err)
 	}
@@ -136,8 +138,8 @@ func (s *Store) recall(ctx context.Context, tx *sql.Tx, a store.Account, edgeID 
 		return 0, nil
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE leases SET recalled_ms = $1
-		WHERE account_id = $2 AND state = 'open' AND edge_id <> $3 AND reservation > 0 AND recalled_ms = 0`,
-		s.now().UnixMilli(), a.ID, edgeID); err != nil {
+		WHERE account_id = $2 AND state = 'open' AND id <> $3 AND reservation > 0 AND recalled_ms = 0`,
+		s.now().UnixMilli(), a.ID, exceptID); err != nil {
 		return 0, fmt.Errorf("recall leases: %w", err)
 	}
 	return held, nil
@@ -234,7 +236,7 @@ func (s *Store) ExtendLease(ctx context.Context, leaseID string, want, minimum, 
 		amount, err := ledger.GrantAmount(a.Available(), want, minimum)
 		if errors.Is(err, ledger.ErrInsufficient) {
 			var rerr error
-			if l.Recallable, rerr = s.recall(ctx, tx, a, l.EdgeID, minimum); rerr != nil {
+			if l.Recallable, rerr = s.recall(ctx, tx, a, l.ID, minimum); rerr != nil {
 				return l, rerr
 			}
 			return l, err

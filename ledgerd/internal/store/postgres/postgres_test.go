@@ -39,3 +39,24 @@ func TestConcurrentMigrate(t *testing.T) {
 	require.NoError(t, <-errs)
 	require.NoError(t, <-errs)
 }
+
+// TestScripts runs the ledger rule scripts (storetest/testdata) with the same expected output
+// as on SQLite.
+func TestScripts(t *testing.T) {
+	storetest.RunScripts(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := postgres.Open(context.Background(), storetest.FreshPostgres(t), nil, now)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, s.Close()) })
+		return s
+	})
+}
+
+// TestProperty runs the randomized ledger property test; -seed=N replays a failure.
+func TestProperty(t *testing.T) {
+	storetest.RunProperty(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := postgres.Open(context.Background(), storetest.FreshPostgres(t), nil, now)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, s.Close()) })
+		return s
+	})
+}

@@ -38,3 +38,23 @@ func TestReopen(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "acme", got.Name)
 }
+
+// TestScripts runs the ledger rule scripts (storetest/testdata). -rewrite regenerates them.
+func TestScripts(t *testing.T) {
+	storetest.RunScripts(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ledger.db"), nil, now)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, s.Close()) })
+		return s
+	})
+}
+
+// TestProperty runs the randomized ledger property test; -seed=N replays a failure.
+func TestProperty(t *testing.T) {
+	storetest.RunProperty(t, func(t *testing.T, now func() time.Time) store.Store {
+		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "ledger.db"), nil, now)
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, s.Close()) })
+		return s
+	})
+}

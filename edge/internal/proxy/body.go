@@ -33,6 +33,10 @@ var (
 	errMessagesMissing  = apierr.Invalid("messages: Field required")
 	errMessagesType     = apierr.Invalid("messages: Input should be a valid list")
 	errStreamType       = apierr.Invalid("stream: Input should be a valid boolean")
+	// Anthropic bills fast mode and US-only inference at other rates than the price table
+	// holds; nothing is served that cannot be priced, so they are refused before forwarding.
+	errSpeed        = apierr.Invalid(`speed: only "standard" is available through this gateway`)
+	errInferenceGeo = apierr.Invalid(`inference_geo: only "global" is available through this gateway`)
 )
 
 // parseMessages checks a POST /v1/messages body as far as the edge must: valid JSON, an
@@ -54,8 +58,17 @@ func parseMessages(body []byte) (messagesRequest, *apierr.Error) {
 		return r, errNotObject
 	}
 	var model, maxTokens, messages, stream gjson.Result
+	var unpriced *apierr.Error
 	root.ForEach(func(k, v gjson.Result) bool {
 		switch k.Str {
+		case "speed":
+			if v.Type != gjson.Null && v.Str != "standard" {
+				unpriced = errSpeed
+			}
+		case "inference_geo":
+			if v.Type != gjson.Null && v.Str != "global" {
+				unpriced = errInferenceGeo
+			}
 		case "model":
 			model = v
 		case "max_tokens":
@@ -78,6 +91,9 @@ func parseMessages(body []byte) (messagesRequest, *apierr.Error) {
 		return r, errMessagesMissing
 	case !messages.IsArray():
 		return r, errMessagesType
+	}
+	if unpriced != nil {
+		return r, unpriced
 	}
 	if maxTokens.Type != gjson.Number {
 		return r, errMaxTokensType

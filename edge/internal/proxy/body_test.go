@@ -36,6 +36,11 @@ func TestParseMessages(t *testing.T) {
 		{"no messages", `{"model":"m","max_tokens":5}`, messagesRequest{}, errMessagesMissing},
 		{"messages object", `{"model":"m","max_tokens":5,"messages":{}}`, messagesRequest{}, errMessagesType},
 		{"stream string", `{"model":"m","max_tokens":5,"stream":"yes",` + msgs + `}`, messagesRequest{}, errStreamType},
+		{"speed standard", `{"model":"m","max_tokens":5,"speed":"standard",` + msgs + `}`, messagesRequest{model: "m", maxTokens: 5}, nil},
+		{"speed fast", `{"model":"m","max_tokens":5,"speed":"fast",` + msgs + `}`, messagesRequest{}, errSpeed},
+		{"speed number", `{"model":"m","max_tokens":5,"speed":1,` + msgs + `}`, messagesRequest{}, errSpeed},
+		{"geo global", `{"model":"m","max_tokens":5,"inference_geo":"global",` + msgs + `}`, messagesRequest{model: "m", maxTokens: 5}, nil},
+		{"geo us", `{"model":"m","max_tokens":5,"inference_geo":"us",` + msgs + `}`, messagesRequest{}, errInferenceGeo},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseMessages([]byte(tc.body))

@@ -9,7 +9,8 @@ import (
 	"log/slog"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"tollgate/ledgerd/internal/store/sqlstore"
 )
@@ -20,9 +21,9 @@ const MaxConns = 16
 // Open connects to dsn (a postgres:// URL or key=value string), checks it answers, and
 // applies migrations. now may be nil (time.Now).
 func Open(ctx context.Context, dsn string, logger *slog.Logger, now func() time.Time) (*sqlstore.Store, error) {
-	db, err := sql.Open("pgx", dsn)
+	db, err := openDB(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open postgres: %w", err)
+		return nil, err
 	}
 	db.SetMaxOpenConns(MaxConns)
 	db.SetMaxIdleConns(MaxConns)
@@ -46,4 +47,33 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger, now func() time.
 		return nil, err
 	}
 	return s, nil
+}
+
+// openDB returns a pool whose every session commits durably (durableCommits).
+func openDB(dsn string) (*sql.DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	return stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(durableCommits)), nil
+}
+
+// durableCommits makes a session wait for each commit to reach the WAL. Settlement commits
+// its Kafka offsets after the database commit, so a commit the server acknowledged and then
+// lost in a crash — what synchronous_commit = off allows, and some servers run with it for
+// speed — would be a batch of charges lost for good: Kafka never redelivers it, and the
+// offsets stored with it are lost with it. Found by TestPostgresDownLedgerCatchesUp
+// (bench/e2e). Stronger settings of the server (remote_write, remote_apply) are kept.
+func durableCommits(ctx context.Context, c *pgx.Conn) error {
+	var v string
+	if err := c.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v); err != nil {
+		return fmt.Errorf("read synchronous_commit: %w", err)
+	}
+	if v != "off" {
+		return nil
+	}
+	if _, err := c.Exec(ctx, "SET synchronous_commit = on"); err != nil {
+		return fmt.Errorf("set synchronous_commit: %w", err)
+	}
+	return nil
 }

@@ -184,15 +184,17 @@ func (a *Admitter) sweep() {
 		switch {
 		case !l.usable(now, margin):
 			a.retire(l) // ledgerd could not be reached to extend it: this node is done with it
-		case until-now < l.ttl.Load()/2:
-			// Half its life is gone: keep it if it was used since the last such check (or
-			// since it was granted), else give the credit back.
+		case until-now < l.ttl.Load()/2 && !l.busy.Load():
+			// Half its life is gone and no extend is on its way: keep it (extend it) if it
+			// was used since it was last kept or has requests running — a long stream keeps
+			// its lease alive — else, once half a TTL has passed idle, give the credit back.
 			used := l.used.Load()
-			if used == l.seenUsed && l.refs.Load() == 1 {
-				a.retire(l)
-			} else if !l.busy.Load() {
-				l.seenUsed = used
+			switch {
+			case used != l.seenUsed || l.refs.Load() > 1:
+				l.seenUsed, l.seenAt = used, now
 				a.topUp(l)
+			case now-l.seenAt >= l.ttl.Load()/2:
+				a.retire(l)
 			}
 		}
 	}

@@ -26,7 +26,8 @@ type fakeLedger struct {
 	gate    chan struct{} // when set, Grant waits for it to close
 	entered chan struct{} // when set, Grant signals here before waiting on gate
 	calls   map[string]int
-	wants   []int64 // want of every grant and extend, in order
+	wants   []int64        // want of every grant and extend, in order
+	extends map[string]int // extends per account
 }
 
 type fakeLease struct {
@@ -36,7 +37,8 @@ type fakeLease struct {
 }
 
 func newFakeLedger() *fakeLedger {
-	return &fakeLedger{ttl: time.Minute, balance: map[string]int64{}, leases: map[string]*fakeLease{}, calls: map[string]int{}}
+	return &fakeLedger{ttl: time.Minute, balance: map[string]int64{}, leases: map[string]*fakeLease{}, calls: map[string]int{},
+		extends: map[string]int{}}
 }
 
 var errDown = errors.New("connection refused")
@@ -57,6 +59,12 @@ func (f *fakeLedger) count(call string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls[call]
+}
+
+func (f *fakeLedger) extendsOf(acct string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.extends[acct]
 }
 
 // available is balance − Σ reservations, with the lock held.
@@ -198,6 +206,7 @@ func (f *fakeLedger) Extend(_ context.Context, id string, e ledgerapi.Extend) (l
 	}
 	l.granted += amount
 	l.reported = max(l.reported, e.SpentMicrocredits)
+	f.extends[l.account]++
 	return f.answer(l, f.ttl), nil
 }
 

@@ -436,3 +436,33 @@ func TestAdmitAllocatesNothingWithAWarmLease(t *testing.T) {
 	})
 	require.Zero(t, allocs)
 }
+
+// A lease nobody used for half its TTL goes back; one with a request running (a long stream)
+// is extended instead, however long the request takes.
+func TestIdleLeaseReturnedBusyLeaseKept(t *testing.T) {
+	f := newFakeLedger()
+	f.ttl = 10 * time.Second
+	f.setBalance("idle", 1_000_000)
+	f.setBalance("busy", 1_000_000)
+	c := newClock()
+	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.Now = c.Now })
+	tk, err := a.Admit("idle", 1000)
+	require.NoError(t, err)
+	a.Finish(tk, 100)
+	running, err := a.Admit("busy", 1000)
+	require.NoError(t, err)
+
+	for range 6 { // six TTLs: each time the busy lease is in the second half of its life
+		before := f.extendsOf("busy")
+		c.Advance(6 * time.Second)
+		eventually(t, func() bool { return f.extendsOf("busy") > before }, "the busy lease is extended")
+	}
+	eventually(t, func() bool { return f.openLeases("idle") == 0 }, "idle lease released")
+	require.Equal(t, int64(100), f.reportedSpend("idle"))
+	require.Equal(t, 1, f.openLeases("busy"), "the running request's lease is kept")
+	a.Finish(running, 700)
+	tk, err = a.Admit("busy", 1000)
+	require.NoError(t, err, "and it is still usable")
+	a.Finish(tk, 1)
+	require.Equal(t, 2, f.count("grant"))
+}

@@ -173,7 +173,7 @@ func (a *Admitter) grant(acct *account, size, minimum int64) error {
 	if err != nil {
 		return err
 	}
-	l := &lease{id: resp.LeaseID, acct: acct}
+	l := &lease{id: resp.LeaseID, acct: acct, seenAt: sent}
 	l.granted.Store(resp.GrantedMicrocredits)
 	l.refs.Store(1) // the account's reference
 	a.applyTerms(l, resp, sent, size, resp.GrantedMicrocredits, size)

@@ -35,7 +35,8 @@ type lease struct {
 	busy     atomic.Bool // a background extend is queued or running
 
 	// Owned by the goroutine running the background work.
-	seenUsed   int64 // used when the sweep last refreshed it, to tell an idle lease
+	seenUsed   int64 // used when the sweep last refreshed it for activity, to tell an idle lease
+	seenAt     int64 // monotonic ns of that refresh (or of the grant)
 	releaseTry int   // failed release attempts
 	retryAt    int64 // monotonic ns of the next release attempt
 }

@@ -169,6 +169,11 @@ func New(cfg Config, deps Deps) (*Proxy, error) {
 
 // Handle is the fasthttp request handler.
 func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
+	if framingConflict(ctx.Request.Header.RawHeaders()) {
+		ctx.SetConnectionClose()
+		p.refuse(ctx, metrics.RouteOther, errFramingConflict)
+		return
+	}
 	path := ctx.Path()
 	switch string(path) {
 	case "/v1/messages":

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/tidwall/gjson"
@@ -25,6 +26,7 @@ type messagesRequest struct {
 var (
 	errEmptyBody        = apierr.Invalid("request body is empty")
 	errMalformedJSON    = apierr.Invalid("There was an error parsing the body of your request: malformed JSON")
+	errInvalidUTF8      = apierr.Invalid("There was an error parsing the body of your request: invalid UTF-8")
 	errNotObject        = apierr.Invalid("request body must be a JSON object")
 	errModelMissing     = apierr.Invalid("model: Field required")
 	errModelType        = apierr.Invalid("model: Input should be a non-empty string")
@@ -52,6 +54,12 @@ func parseMessages(body []byte) (messagesRequest, *apierr.Error) {
 	s := unsafe.String(unsafe.SliceData(body), len(body))
 	if !gjson.Valid(s) {
 		return r, errMalformedJSON
+	}
+	// JSON text is UTF-8 (RFC 8259 §8.1) and gjson does not check it inside strings: without
+	// this, invalid bytes would be forwarded, served and billed, or refused by the upstream
+	// in its own way. About a third of gjson.Valid's cost (2.6 GB/s).
+	if !utf8.Valid(body) {
+		return r, errInvalidUTF8
 	}
 	root := gjson.Parse(s)
 	if !root.IsObject() {

@@ -94,6 +94,18 @@ func EstimateOutput(textBytes int64) int64 {
 	return n
 }
 
+// EstimateInput returns an input-token estimate for a prompt of textBytes bytes of text
+// (the request body outside image and document sources), for an answer that was served but
+// never reported its usage at all. The rule is ceil(textBytes / 4): about 4 bytes per token
+// for English, and the JSON around the text makes up for denser scripts. Images are the
+// caller's to add.
+func EstimateInput(textBytes int64) int64 {
+	if textBytes <= 0 {
+		return 0
+	}
+	return (textBytes + 3) / 4
+}
+
 // finish applies the invariants every Result keeps.
 func finish(r *Result) {
 	r.Tokens.Thinking = min(r.Tokens.Thinking, r.Tokens.Output)

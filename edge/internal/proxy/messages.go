@@ -33,6 +33,10 @@ type exchange struct {
 	start   time.Time
 	scratch []byte // upstream URI, drain and error-body buffers
 
+	// inputEstimate is the prompt's tokens estimated from the body, billed when the upstream
+	// served the request without reporting any of its input.
+	inputEstimate int64
+
 	// Streaming state.
 	status   int // the upstream's status, sent to the client
 	uresp    *fasthttp.Response
@@ -55,6 +59,7 @@ func (p *Proxy) acquireExchange() *exchange {
 func (p *Proxy) releaseExchange(x *exchange) {
 	x.rec = usage.Record{}
 	x.table, x.model, x.opts, x.ticket = nil, nil, pricing.Options{}, admit.Ticket{}
+	x.inputEstimate = 0
 	x.uresp, x.body, x.closer = nil, nil, nil
 	x.status, x.sawBytes, x.eof, x.readErr = 0, false, false, nil
 	x.scan.Reset()
@@ -133,6 +138,7 @@ func (p *Proxy) messages(ctx *fasthttp.RequestCtx) {
 
 	x := p.acquireExchange()
 	x.table, x.model, x.opts, x.ticket, x.start = table, model, opts, ticket, start
+	x.inputEstimate = meter.EstimateInput(in.TextBytes) + in.Images*hold.ImageTokens
 	x.rec = usage.Record{
 		V:              usage.Version,
 		RequestID:      rid,
@@ -226,6 +232,11 @@ func (x *exchange) finish(status int, res meter.Result, served bool) {
 		// The estimate already covers every byte of text seen, so it replaces a smaller
 		// reported output rather than adding to it.
 		tok.Output = max(tok.Output, meter.EstimateOutput(res.TextBytes))
+		if tok.Input == 0 && tok.CacheWrite5m == 0 && tok.CacheWrite1h == 0 && tok.CacheRead == 0 {
+			// Nothing about the prompt came back (garbage, or no usage anywhere): bill an
+			// estimate of it rather than serve the prompt for free.
+			tok.Input = x.inputEstimate
+		}
 		x.rec.Estimated = true
 		p.deps.Metrics.Estimated.Inc()
 	}

@@ -26,6 +26,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tollgate/bench/stack"
+	"tollgate/pkg/bus"
+	"tollgate/pkg/usage"
 )
 
 // leaseEnv is what every lease test runs with: ledgerd leases live 3 s and are reclaimed 1 s
@@ -125,6 +127,23 @@ type leaseAnswer struct {
 	body       string
 	retryAfter string
 	err        error
+}
+
+// balance is available_microcredits of GET /v1/balance on edge.
+func (c *leaseClient) balance(edge int, key string) int64 {
+	c.e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, c.e.s.EdgeURL(edge)+"/v1/balance", nil)
+	require.NoError(c.e.t, err)
+	req.Header.Set("x-api-key", key)
+	resp, err := c.hc.Do(req)
+	require.NoError(c.e.t, err)
+	defer resp.Body.Close()
+	require.Equal(c.e.t, http.StatusOK, resp.StatusCode)
+	var b struct {
+		Available int64 `json:"available_microcredits"`
+	}
+	require.NoError(c.e.t, json.NewDecoder(resp.Body).Decode(&b))
+	return b.Available
 }
 
 func (c *leaseClient) post(edge int, key, body string) leaseAnswer {
@@ -350,6 +369,18 @@ func TestLeaseKilledEdgeCreditReturns(t *testing.T) {
 	require.NoError(t, err)
 	require.Positive(t, before.ReservedMicrocredits, "edge 0 holds a lease with unspent credit")
 	require.Equal(t, before.BalanceMicrocredits-before.ReservedMicrocredits, before.AvailableMicrocredits)
+	// GET /v1/balance is net of holds: on edge 0, whose own lease holds the reservation and
+	// has nothing running, all of the balance is available; edge 1 sees edge 0's lease taken.
+	require.Equal(t, before.BalanceMicrocredits, c.balance(0, key))
+	for try := 0; ; try++ { // a background extend of edge 0's lease may move it meanwhile
+		now, err := e.admin.Account(context.Background(), acct)
+		require.NoError(t, err)
+		if got := c.balance(1, key); got == now.AvailableMicrocredits {
+			break
+		} else if try == 20 {
+			require.Equal(t, now.AvailableMicrocredits, got, "edge 1 sees edge 0's lease reserved")
+		}
+	}
 
 	require.NoError(t, e.s.Edges[0].Kill())
 	after := e.waitLeasesReturned(acct, 30*time.Second)
@@ -420,4 +451,45 @@ func TestLeaseLedgerStopped(t *testing.T) {
 	}
 	require.True(t, ok, "served again once ledgerd is back")
 	e.waitBalance(acct, credits*1_000_000-served*cost)
+
+	// Every record names the lease its hold came from (settlement lowers that lease's
+	// reservation by the record's cost); the ones served while ledgerd was down share the
+	// lease granted before.
+	leases := leaseIDsOfRecords(t, e.s.KafkaAddr(), acct, int(served))
+	require.NotContains(t, leases, "", "records carry their lease_id")
+	var biggest int
+	for _, n := range leases {
+		biggest = max(biggest, n)
+	}
+	require.GreaterOrEqual(t, int64(biggest), 1+within)
+	e.waitLeasesReturned(acct, 20*time.Second)
+}
+
+// leaseIDsOfRecords reads the account's usage records from usage.v1 (want of them) and counts
+// them by lease_id.
+func leaseIDsOfRecords(t *testing.T, broker, accountID string, want int) map[string]int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := bus.NewConsumer(bus.ConsumerConfig{Brokers: []string{broker}, Topic: usage.Topic,
+		Group: fmt.Sprintf("e2e-lease-%d", time.Now().UnixNano())})
+	defer c.Close()
+	byLease := map[string]int{}
+	seen := map[string]bool{}
+	for len(seen) < want {
+		batch, err := c.FetchBatch(ctx, 1000, 100*time.Millisecond)
+		require.NoError(t, err, "reading usage.v1: %d of %d records", len(seen), want)
+		for _, m := range batch {
+			if string(m.Key) != accountID {
+				continue
+			}
+			rec, err := usage.Decode(m.Value)
+			require.NoError(t, err)
+			if !seen[rec.RequestID] {
+				seen[rec.RequestID] = true
+				byLease[rec.LeaseID]++
+			}
+		}
+	}
+	return byLease
 }

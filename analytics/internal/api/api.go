@@ -13,6 +13,7 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -80,10 +81,12 @@ func (h *Handler) auth(next http.HandlerFunc) http.HandlerFunc {
 	if h.cfg.AdminToken == "" {
 		return next
 	}
-	want := []byte("Bearer " + h.cfg.AdminToken)
+	// Both sides are hashed before the constant-time compare: ConstantTimeCompare returns at
+	// once on a length mismatch, which would leak the token's length by timing.
+	want := sha256.Sum256([]byte("Bearer " + h.cfg.AdminToken))
 	return func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 			writeError(w, http.StatusUnauthorized, "authentication_error", "missing or wrong admin bearer token")
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -88,7 +89,9 @@ func TestLeaseSteadyLoadNeedsNoLedgerCall(t *testing.T) {
 	for _, k := range kinds {
 		calls0[k] = leaseCounter(t, e, edges, "tollgate_edge_lease_calls_total", `call="`+k+`"`)
 	}
+	start := time.Now()
 	run(200)
+	elapsed := time.Since(start)
 	local := leaseCounter(t, e, edges, "tollgate_edge_lease_admissions_total", `path="local"`) - local0
 	rpc := leaseCounter(t, e, edges, "tollgate_edge_lease_admissions_total", `path="ledgerd"`) - rpc0
 	var calls []string
@@ -99,7 +102,7 @@ func TestLeaseSteadyLoadNeedsNoLedgerCall(t *testing.T) {
 	total := local + rpc
 	require.Equal(t, float64(clients*200), total, "every request admitted once")
 	share := rpc / total
-	t.Logf("steady load: %.0f requests, %.0f waited for ledgerd (%.3f%%); ledgerd calls meanwhile, background included: %s; warm-up: %.0f of %d waited",
-		total, rpc, 100*share, strings.Join(calls, ", "), rpc0, clients*20)
+	t.Logf("steady load: %.0f requests in %s (%.0f/s), %.0f waited for ledgerd (%.3f%%); ledgerd calls meanwhile, background included: %s; warm-up: %.0f of %d waited",
+		total, elapsed.Round(time.Millisecond), total/elapsed.Seconds(), rpc, 100*share, strings.Join(calls, ", "), rpc0, clients*20)
 	require.Less(t, share, 0.01, "share of requests that needed a ledgerd call")
 }

@@ -141,7 +141,7 @@ func Scan(body []byte) Input {
 		switch k.Str {
 		case "messages":
 			v.ForEach(func(_, m gjson.Result) bool {
-				if c := m.Get("content"); c.IsArray() {
+				if c := field(m, "content"); c.IsArray() {
 					media += scanBlocks(c, &in, true)
 				}
 				return true
@@ -171,26 +171,53 @@ func Scan(body []byte) Input {
 func scanBlocks(blocks gjson.Result, in *Input, nested bool) int64 {
 	var media int64
 	blocks.ForEach(func(_, b gjson.Result) bool {
-		switch b.Get("type").Str {
+		// One pass over the block: its source may be megabytes of base64.
+		var typ, source, content gjson.Result
+		b.ForEach(func(k, v gjson.Result) bool {
+			switch k.Str {
+			case "type":
+				typ = v
+			case "source":
+				source = v
+			case "content":
+				content = v
+			}
+			return true
+		})
+		switch typ.Str {
 		case "image":
 			in.Images++
-			media += int64(len(b.Get("source").Raw))
+			media += int64(len(source.Raw))
 		case "document":
-			src := b.Get("source")
-			switch src.Get("type").Str {
+			switch field(source, "type").Str {
 			case "text", "content": // plain text, or text blocks: counted as text
 			default:
 				in.Documents++
-				media += int64(len(src.Raw))
+				media += int64(len(source.Raw))
 			}
 		case "tool_result":
-			if c := b.Get("content"); nested && c.IsArray() {
-				media += scanBlocks(c, in, false)
+			if nested && content.IsArray() {
+				media += scanBlocks(content, in, false)
 			}
 		}
 		return true
 	})
 	return media
+}
+
+// field is obj's member named key (the last one, as JSON decoders take it), read in one pass
+// without gjson's path syntax.
+func field(obj gjson.Result, key string) gjson.Result {
+	var out gjson.Result
+	if obj.IsObject() {
+		obj.ForEach(func(k, v gjson.Result) bool {
+			if k.Str == key {
+				out = v
+			}
+			return true
+		})
+	}
+	return out
 }
 
 // scanTool counts what a server tool may do; client tools (custom, bash, text editor,

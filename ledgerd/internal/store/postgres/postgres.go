@@ -40,6 +40,7 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger, now func() time.
 			// Any constant works; it only has to be the same in every ledgerd.
 			MigrationLock:     "SELECT pg_advisory_xact_lock(7305001)",
 			SnapshotIsolation: sql.LevelRepeatableRead,
+			Arrays:            true,
 		},
 	}, db.Close)
 	if err != nil {

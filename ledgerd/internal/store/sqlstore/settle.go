@@ -3,27 +3,26 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
+	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"tollgate/ledgerd/internal/ledger"
 	"tollgate/ledgerd/internal/store"
 )
 
-// settleChunk is how many settled_requests rows one INSERT carries (5 parameters each, far
-// below both databases' parameter limits).
-const settleChunk = 500
-
-// Settle applies a batch of usage in one transaction:
+// Settle applies a batch of usage in one transaction whose number of statements does not
+// grow with the batch (the round trips to the database are what bound throughput):
 //
 //  1. insert every request id into settled_requests, skipping ids already there, and learn
-//     which ids are new (INSERT … ON CONFLICT DO NOTHING RETURNING);
-//  2. per account with new records (in id order): lock it, charge the sum of their costs with
-//     one usage journal transaction (its id is stored on the settled rows), consume lots
-//     oldest first, and lower the reservations of the leases the records carried;
+//     which ids are new (INSERT … ON CONFLICT DO NOTHING RETURNING; one statement with
+//     arrays on PostgreSQL, multi-row chunks on SQLite);
+//  2. lock the accounts with new records (in id order), then the leases those records carry,
+//     then the accounts' open lots; charge each account the sum of its new records with one
+//     usage journal transaction (its id is stored on the settled rows), consuming lots oldest
+//     first, and lower the reservations of the leases; write all of it with multi-row
+//     statements;
 //  3. store the batch's Kafka offsets.
 //
 // Either all of it commits or none: a batch replayed after a crash settles only what the
@@ -52,49 +51,18 @@ func (s *Store) Settle(ctx context.Context, b store.Batch) (store.SettleResult, 
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		res = store.SettleResult{}
 		now := s.now()
-		fresh := map[string]bool{}
-		for start := 0; start < len(uniq); start += settleChunk {
-			part := uniq[start:min(start+settleChunk, len(uniq))]
-			args := make([]any, 0, 5*len(part))
-			var q strings.Builder
-			q.WriteString(`INSERT INTO settled_requests (request_id, account_id, tx_id, cost, settled_ms) VALUES `)
-			for i, u := range part {
-				if i > 0 {
-					q.WriteString(", ")
-				}
-				q.WriteString("(" + placeholders(5*i+1, 5) + ")")
-				args = append(args, u.RequestID, u.AccountID, txIDs[u.AccountID], u.Cost, now.UnixMilli())
-			}
-			q.WriteString(` ON CONFLICT (request_id) DO NOTHING RETURNING request_id`)
-			rows, err := tx.QueryContext(ctx, q.String(), args...)
-			if err != nil {
-				return fmt.Errorf("insert settled requests: %w", err)
-			}
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return fmt.Errorf("scan settled request: %w", err)
-				}
-				fresh[id] = true
-			}
-			if err := rows.Close(); err != nil {
-				return fmt.Errorf("insert settled requests: %w", err)
-			}
+		fresh, err := s.insertSettled(ctx, tx, uniq, txIDs, now)
+		if err != nil {
+			return err
 		}
-		type acctUsage struct {
-			cost    int64
-			n       int
-			byLease map[string]int64
-		}
-		per := map[string]*acctUsage{}
+		per := map[string]*accountUsage{}
 		for _, u := range uniq {
 			if !fresh[u.RequestID] {
 				continue
 			}
 			au := per[u.AccountID]
 			if au == nil {
-				au = &acctUsage{byLease: map[string]int64{}}
+				au = &accountUsage{txID: txIDs[u.AccountID], byLease: map[string]int64{}}
 				per[u.AccountID] = au
 			}
 			var ok bool
@@ -106,16 +74,10 @@ func (s *Store) Settle(ctx context.Context, b store.Batch) (store.SettleResult, 
 				au.byLease[u.LeaseID] += u.Cost // bounded by au.cost, which did not overflow
 			}
 		}
-		accts := make([]string, 0, len(per))
-		for id := range per {
-			accts = append(accts, id)
+		if err := s.settleAccounts(ctx, tx, per, b.Ref, now); err != nil {
+			return err
 		}
-		sort.Strings(accts)
-		for _, id := range accts {
-			au := per[id]
-			if err := s.settleAccount(ctx, tx, id, txIDs[id], b.Ref, au.cost, au.byLease); err != nil {
-				return err
-			}
+		for _, au := range per {
 			res.Settled += au.n
 			res.Microcredits += au.cost
 			res.Accounts++
@@ -126,13 +88,15 @@ func (s *Store) Settle(ctx context.Context, b store.Batch) (store.SettleResult, 
 			parts = append(parts, p)
 		}
 		sort.Ints(parts)
+		rows := make([][]any, 0, len(parts))
 		for _, p := range parts {
-			// Offsets only move forward, so a stale batch cannot rewind them.
-			if _, err := tx.ExecContext(ctx, `INSERT INTO kafka_offsets (grp, topic, part, next_offset) VALUES ($1, $2, $3, $4)
-				ON CONFLICT (grp, topic, part) DO UPDATE SET next_offset = excluded.next_offset
-				WHERE kafka_offsets.next_offset < excluded.next_offset`, b.Group, b.Topic, p, b.Offsets[p]); err != nil {
-				return fmt.Errorf("store offset: %w", err)
-			}
+			rows = append(rows, []any{b.Group, b.Topic, p, b.Offsets[p]})
+		}
+		// Offsets only move forward, so a stale batch cannot rewind them.
+		if _, err := s.execRows(ctx, tx, `INSERT INTO kafka_offsets (grp, topic, part, next_offset) VALUES `, nil, rows,
+			` ON CONFLICT (grp, topic, part) DO UPDATE SET next_offset = excluded.next_offset
+			WHERE kafka_offsets.next_offset < excluded.next_offset`); err != nil {
+			return fmt.Errorf("store offsets: %w", err)
 		}
 		return nil
 	})
@@ -142,66 +106,315 @@ func (s *Store) Settle(ctx context.Context, b store.Batch) (store.SettleResult, 
 	return res, nil
 }
 
-func (s *Store) settleAccount(ctx context.Context, tx *sql.Tx, accountID, txID, ref string, cost int64, byLease map[string]int64) error {
-	a, err := s.lockAccount(ctx, tx, accountID)
-	if err != nil {
-		// Settlement filters unknown accounts out before the transaction; accounts are
-		// never deleted, so one missing here is a broken invariant.
-		return invariant("settle: account %s: %v", accountID, err)
+// accountUsage is what one batch charges one account.
+type accountUsage struct {
+	txID    string
+	cost    int64
+	n       int
+	byLease map[string]int64
+}
+
+// insertSettled records the request ids and returns those that were not settled before.
+func (s *Store) insertSettled(ctx context.Context, tx *sql.Tx, uniq []store.Usage, txIDs map[string]string, now time.Time) (map[string]bool, error) {
+	fresh := make(map[string]bool, len(uniq))
+	scan := func(rows *sql.Rows) error {
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("scan settled request: %w", err)
+			}
+			fresh[id] = true
+		}
+		if err := rows.Close(); err != nil {
+			return fmt.Errorf("insert settled requests: %w", err)
+		}
+		return nil
 	}
-	leaseIDs := make([]string, 0, len(byLease))
-	for id := range byLease {
-		leaseIDs = append(leaseIDs, id)
+	if len(uniq) == 0 {
+		return fresh, nil
+	}
+	if s.d.Arrays {
+		ids, accts, txs := make([]string, len(uniq)), make([]string, len(uniq)), make([]string, len(uniq))
+		costs := make([]int64, len(uniq))
+		for i, u := range uniq {
+			ids[i], accts[i], txs[i], costs[i] = u.RequestID, u.AccountID, txIDs[u.AccountID], u.Cost
+		}
+		rows, err := tx.QueryContext(ctx, `INSERT INTO settled_requests (request_id, account_id, tx_id, cost, settled_ms)
+			SELECT r, a, t, c, $5 FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), CAST($4 AS BIGINT[])) AS u (r, a, t, c)
+			ON CONFLICT (request_id) DO NOTHING RETURNING request_id`, ids, accts, txs, costs, now.UnixMilli())
+		if err != nil {
+			return nil, fmt.Errorf("insert settled requests: %w", err)
+		}
+		return fresh, scan(rows)
+	}
+	for start := 0; start < len(uniq); start += settleChunk {
+		part := uniq[start:min(start+settleChunk, len(uniq))]
+		rows := make([][]any, len(part))
+		for i, u := range part {
+			rows[i] = []any{u.RequestID, u.AccountID, txIDs[u.AccountID], u.Cost, now.UnixMilli()}
+		}
+		q, args := valuesList(rows, 5, nil, s.d.Positional)
+		rs, err := tx.QueryContext(ctx, `INSERT INTO settled_requests (request_id, account_id, tx_id, cost, settled_ms) VALUES `+q+
+			` ON CONFLICT (request_id) DO NOTHING RETURNING request_id`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("insert settled requests: %w", err)
+		}
+		if err := scan(rs); err != nil {
+			return nil, err
+		}
+	}
+	return fresh, nil
+}
+
+// settleChunk is how many settled_requests rows one multi-row INSERT carries on databases
+// without array parameters (5 parameters each, far below SQLite's limit of 32,766).
+const settleChunk = 500
+
+// settleAccounts charges each account its usage and lowers the reservations of the leases
+// the usage carried, with a fixed number of statements for the whole batch.
+func (s *Store) settleAccounts(ctx context.Context, tx *sql.Tx, per map[string]*accountUsage, ref string, now time.Time) error {
+	if len(per) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(per))
+	var charged []string
+	for id, au := range per {
+		ids = append(ids, id)
+		if au.cost > 0 {
+			charged = append(charged, id)
+		}
+	}
+	sort.Strings(ids)
+	sort.Strings(charged)
+	// Lock order, as everywhere: accounts (in id order), then their leases, then their lots.
+	accts, err := s.lockAccounts(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if _, ok := accts[id]; !ok {
+			// Settlement filters unknown accounts out before the transaction; accounts are
+			// never deleted, so one missing here is a broken invariant.
+			return invariant("settle: account %s not found", id)
+		}
+	}
+	reservedDelta, err := s.settleLeases(ctx, tx, ids, per)
+	if err != nil {
+		return err
+	}
+	lots, err := s.lockOpenLots(ctx, tx, charged)
+	if err != nil {
+		return err
+	}
+	var (
+		journal    [][]any
+		postings   [][]any
+		acctRows   [][]any
+		lotRows    [][]any
+		moveRows   [][]any
+		ledgerRows = map[string]*store.Totals{}
+	)
+	ts := now.UnixMilli()
+	for _, id := range ids {
+		a, au := accts[id], per[id]
+		nb, takes := a.Balance, []ledger.Take(nil)
+		if au.cost > 0 { // only charged accounts' lots were read
+			if nb, takes, err = ledger.Charge(a.Balance, lots[id], au.cost); err != nil {
+				return err
+			}
+		}
+		ps, err := ledger.UsagePostings(id, au.cost, ledger.SumUSD(takes))
+		if err != nil {
+			return err
+		}
+		journal = append(journal, []any{au.txID, ledger.KindUsage, id, ref, ts})
+		balance, deferred := a.Balance, a.DeferredMicroUSD
+		for _, p := range ps {
+			postings = append(postings, []any{au.txID, p.Account, p.Microcredits, p.MicroUSD, ts})
+			if cid, ok := ledger.CustomerOf(p.Account); ok && cid == id {
+				balance += p.Microcredits
+				deferred += p.MicroUSD
+				continue
+			}
+			t := ledgerRows[p.Account]
+			if t == nil {
+				t = &store.Totals{}
+				ledgerRows[p.Account] = t
+			}
+			t.Microcredits += p.Microcredits
+			t.MicroUSD += p.MicroUSD
+		}
+		if balance != nb {
+			return invariant("account %s: postings make the balance %d, core computed %d", id, balance, nb)
+		}
+		reserved := a.Reserved + reservedDelta[id]
+		if reserved < 0 {
+			return invariant("account %s: reservation would be %d", id, reserved)
+		}
+		acctRows = append(acctRows, []any{id, balance, deferred, reserved})
+		for _, t := range takes {
+			lotRows = append(lotRows, []any{t.LotID, t.RemainingAfter, t.RemainingAfter + t.Microcredits})
+			moveRows = append(moveRows, []any{au.txID, t.LotID, t.Microcredits, t.MicroUSD})
+		}
+	}
+	if _, err := s.execRows(ctx, tx, `INSERT INTO journal_txs (id, kind, account_id, ref, ts_ms) VALUES `, nil, journal, ``); err != nil {
+		return fmt.Errorf("insert journal txs: %w", err)
+	}
+	if _, err := s.execRows(ctx, tx, `INSERT INTO postings (tx_id, account, amount, microusd, ts_ms) VALUES `, nil, postings, ``); err != nil {
+		return fmt.Errorf("insert postings: %w", err)
+	}
+	if err := s.updateRows(ctx, tx, "accounts", []string{"id", "balance", "deferred_microusd", "reserved"},
+		[]string{"TEXT", "BIGINT", "BIGINT", "BIGINT"}, acctRows, ""); err != nil {
+		return fmt.Errorf("update accounts: %w", err)
+	}
+	codes := make([]string, 0, len(ledgerRows))
+	for c := range ledgerRows {
+		codes = append(codes, c)
+	}
+	sort.Strings(codes)
+	var la [][]any
+	for _, c := range codes {
+		la = append(la, []any{c, ledgerRows[c].Microcredits, ledgerRows[c].MicroUSD})
+	}
+	if _, err := s.execRows(ctx, tx, `INSERT INTO ledger_accounts (code, balance, microusd) VALUES `, nil, la,
+		` ON CONFLICT (code) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance,
+		microusd = ledger_accounts.microusd + excluded.microusd`); err != nil {
+		return fmt.Errorf("update ledger accounts: %w", err)
+	}
+	// Conditional on the remaining amount the core saw, so a concurrent change is caught,
+	// not overwritten.
+	if err := s.updateRows(ctx, tx, "lots", []string{"id", "remaining", "before"}, []string{"TEXT", "BIGINT", "BIGINT"}, lotRows,
+		" AND lots.remaining = v.before"); err != nil {
+		return fmt.Errorf("update lots: %w", err)
+	}
+	if _, err := s.execRows(ctx, tx, `INSERT INTO lot_moves (tx_id, lot_id, microcredits, microusd) VALUES `, nil, moveRows, ``); err != nil {
+		return fmt.Errorf("insert lot moves: %w", err)
+	}
+	return nil
+}
+
+// lockAccounts reads and locks accounts in id order.
+func (s *Store) lockAccounts(ctx context.Context, tx *sql.Tx, ids []string) (map[string]store.Account, error) {
+	out := make(map[string]store.Account, len(ids))
+	for start := 0; start < len(ids); start += inListMax {
+		part := ids[start:min(start+inListMax, len(ids))]
+		rows, err := tx.QueryContext(ctx, `SELECT `+accountCols+` FROM accounts WHERE id IN (`+s.params(len(part))+`) ORDER BY id`+s.d.ForUpdate,
+			anys(part)...)
+		if err != nil {
+			return nil, fmt.Errorf("lock accounts: %w", err)
+		}
+		for rows.Next() {
+			a, err := scanAccount(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("scan account: %w", err)
+			}
+			out[a.ID] = a
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("lock accounts: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// lockOpenLots reads and locks the lots with credit left of the accounts, each account's
+// oldest first (the consumption order).
+func (s *Store) lockOpenLots(ctx context.Context, tx *sql.Tx, accountIDs []string) (map[string][]ledger.Lot, error) {
+	out := make(map[string][]ledger.Lot, len(accountIDs))
+	for start := 0; start < len(accountIDs); start += inListMax {
+		part := accountIDs[start:min(start+inListMax, len(accountIDs))]
+		rows, err := tx.QueryContext(ctx, `SELECT account_id, id, microcredits, microusd, remaining FROM lots
+			WHERE account_id IN (`+s.params(len(part))+`) AND remaining > 0 ORDER BY account_id, created_ms, id`+s.d.ForUpdate,
+			anys(part)...)
+		if err != nil {
+			return nil, fmt.Errorf("lock lots: %w", err)
+		}
+		for rows.Next() {
+			var acct string
+			var l ledger.Lot
+			if err := rows.Scan(&acct, &l.ID, &l.Microcredits, &l.MicroUSD, &l.Remaining); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("scan lot: %w", err)
+			}
+			out[acct] = append(out[acct], l)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("lock lots: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// settleLeases applies the batch's usage to the leases it carried (ledger.Lease.Settle) and
+// returns, per account, how much its reservation changes. Leases are locked in id order after
+// their accounts. A lease id this ledger never granted (or another account's) is skipped: the
+// cost still settles against the balance; there is just no reservation to lower.
+func (s *Store) settleLeases(ctx context.Context, tx *sql.Tx, accountIDs []string, per map[string]*accountUsage) (map[string]int64, error) {
+	var leaseIDs []string
+	for _, id := range accountIDs {
+		for lid := range per[id].byLease {
+			leaseIDs = append(leaseIDs, lid)
+		}
 	}
 	sort.Strings(leaseIDs)
-	var delta int64
-	for _, lid := range leaseIDs {
-		l, err := s.lockLease(ctx, tx, lid)
-		if errors.Is(err, store.ErrNotFound) || (err == nil && l.AccountID != accountID) {
-			// A lease id this ledger never granted (or another account's): the cost still
-			// settles against the balance; there is just no reservation to lower.
-			s.log.Warn("settle_unknown_lease", "lease_id", lid, "account_id", accountID)
-			continue
-		}
+	leaseIDs = slices.Compact(leaseIDs)
+	delta := map[string]int64{}
+	var rows [][]any
+	for start := 0; start < len(leaseIDs); start += inListMax {
+		part := leaseIDs[start:min(start+inListMax, len(leaseIDs))]
+		q, err := tx.QueryContext(ctx, `SELECT `+leaseCols+` FROM leases WHERE id IN (`+s.params(len(part))+`) ORDER BY id`+s.d.ForUpdate,
+			anys(part)...)
 		if err != nil {
-			return err
+			return nil, fmt.Errorf("lock leases: %w", err)
 		}
-		nl, err := l.Settle(byLease[lid])
-		if err != nil {
-			return err
+		var locked []store.Lease
+		for q.Next() {
+			l, err := scanLease(q)
+			if err != nil {
+				q.Close()
+				return nil, err
+			}
+			locked = append(locked, l)
 		}
-		delta += nl.Reservation - l.Reservation
-		l.Lease = nl
-		if err := s.writeLease(ctx, tx, l); err != nil {
-			return err
+		if err := q.Close(); err != nil {
+			return nil, fmt.Errorf("lock leases: %w", err)
+		}
+		found := map[string]bool{}
+		for _, l := range locked {
+			au := per[l.AccountID]
+			if au == nil || !hasLease(au, l.ID) {
+				continue // another account's lease, named by this account's records
+			}
+			found[l.ID] = true
+			nl, err := l.Settle(au.byLease[l.ID])
+			if err != nil {
+				return nil, err
+			}
+			delta[l.AccountID] += nl.Reservation - l.Reservation
+			l.Lease = nl
+			if err := l.Check(); err != nil {
+				return nil, err
+			}
+			rows = append(rows, []any{l.ID, string(l.State), l.Granted, l.Settled, l.Reported, l.Reservation})
+		}
+		for _, lid := range part {
+			if !found[lid] {
+				s.log.Warn("settle_unknown_lease", "lease_id", lid)
+			}
 		}
 	}
-	if err := reserve(ctx, tx, accountID, delta); err != nil {
-		return err
+	if err := s.updateRows(ctx, tx, "leases", []string{"id", "state", "granted", "settled", "reported", "reservation"},
+		[]string{"TEXT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT"}, rows, ""); err != nil {
+		return nil, fmt.Errorf("update leases: %w", err)
 	}
-	var takes []ledger.Take
-	nb := a.Balance
-	if cost > 0 {
-		lots, err := s.openLots(ctx, tx, accountID)
-		if err != nil {
-			return err
-		}
-		if nb, takes, err = ledger.Charge(a.Balance, lots, cost); err != nil {
-			return err
-		}
-	}
-	ps, err := ledger.UsagePostings(accountID, cost, ledger.SumUSD(takes))
-	if err != nil {
-		return err
-	}
-	balances, err := s.post(ctx, tx, journalTx{ID: txID, Kind: ledger.KindUsage, AccountID: accountID, Ref: ref, TS: s.now(), Postings: ps})
-	if err != nil {
-		return err
-	}
-	if err := checkBalance(balances, accountID, nb); err != nil {
-		return err
-	}
-	return s.applyTakes(ctx, tx, txID, takes)
+	return delta, nil
+}
+
+func hasLease(au *accountUsage, id string) bool {
+	_, ok := au.byLease[id]
+	return ok
 }
 
 // Offsets returns the stored next offsets of a group on a topic.

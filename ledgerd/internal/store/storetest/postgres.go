@@ -20,7 +20,7 @@ const PostgresEnv = "TOLLGATE_TEST_PG_DSN"
 
 // FreshPostgres creates an empty database on the PostgresEnv cluster, drops it when the test
 // ends, and returns its DSN. Without the variable the test is skipped, loudly.
-func FreshPostgres(t *testing.T) string {
+func FreshPostgres(t testing.TB) string {
 	t.Helper()
 	base := os.Getenv(PostgresEnv)
 	if base == "" {

@@ -353,16 +353,16 @@ func testSettle(t *testing.T, s store.Store, _ *Clock) {
 	// 107 µcr of a $0.005 lot recognize floor(0.535) = 0 µ$; 251 µcr recognize floor(1.255) = 1.
 	require.Equal(t, store.Totals{Microcredits: 358, MicroUSD: 1}, la[ledger.AccountRevenue])
 
-	// A large batch crosses the insert chunk size.
+	// A large batch crosses the multi-row statement limits (6,000 rows a statement).
 	big := store.Batch{Group: "ledgerd", Topic: "usage.v1"}
-	for i := range 600 {
+	for i := range 6500 {
 		big.Usage = append(big.Usage, u(fmt.Sprintf("big-%d", i), a.ID, "", int64(i)))
 	}
 	res, err = s.Settle(ctx(), big)
 	require.NoError(t, err)
-	require.Equal(t, 600, res.Settled)
-	require.Equal(t, int64(599*600/2), res.Microcredits)
-	require.Equal(t, int64(1000*cr-107-599*600/2), balance(t, s, a.ID).Balance)
+	require.Equal(t, 6500, res.Settled)
+	require.Equal(t, int64(6499*6500/2), res.Microcredits)
+	require.Equal(t, int64(1000*cr-107-6499*6500/2), balance(t, s, a.ID).Balance)
 }
 
 func testSettleLots(t *testing.T, s store.Store, _ *Clock) {

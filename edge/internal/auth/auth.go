@@ -10,6 +10,11 @@
 //   - an unknown key is remembered as unknown for NegativeTTL, so a flood of one bad key
 //     costs ledgerd one call per NegativeTTL, not one per request.
 //   - concurrent misses for the same key share one ledgerd call.
+//   - when ledgerd cannot be reached, an active key whose record is past TTL is still
+//     accepted until it leaves the cache (retention after its last load), so requests that
+//     the edge's credit leases cover go on through a ledger outage (DESIGN §3, "ledger
+//     unreachable"). A revocation cannot reach the edge while ledgerd is down anyway, and
+//     the leases bound what such requests can spend.
 //
 // The hit path does one hash, one cache read and no allocation.
 package auth
@@ -168,8 +173,12 @@ func (a *Authenticator) Authenticate(key []byte) (*Principal, error) {
 	} else {
 		e = nil
 	}
+	stale := e
 	e, err := a.load(sum, e)
 	if err != nil {
+		if stale != nil && stale.status == statusActive && errors.Is(err, ErrUnavailable) {
+			return &stale.principal, nil
+		}
 		return nil, err
 	}
 	return e.result()

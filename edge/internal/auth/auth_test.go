@@ -265,3 +265,28 @@ func TestHitAllocatesNothing(t *testing.T) {
 }
 
 func first(ok bool, _ time.Duration) bool { return ok }
+
+func TestLedgerDownKeepsKnownActiveKeys(t *testing.T) {
+	src := &source{}
+	src.set("sk", active("k1"))
+	src.set("gone", ledgerapi.Key{KeyID: "k2", AccountID: "a2", Revoked: true, AccountStatus: ledgerapi.StatusActive})
+	clk := &clock{}
+	a := newAuth(t, src, clk)
+	_, err := a.Authenticate([]byte("sk"))
+	require.NoError(t, err)
+	_, err = a.Authenticate([]byte("gone"))
+	require.ErrorIs(t, err, auth.ErrRevoked)
+
+	src.mu.Lock()
+	src.err = errors.New("connection refused")
+	src.mu.Unlock()
+	clk.advance(10 * time.Second) // past the TTL: a reload is due and fails
+
+	p, err := a.Authenticate([]byte("sk"))
+	require.NoError(t, err, "a known active key outlives a ledger outage; leases bound its spending")
+	require.Equal(t, "acct-k1", p.AccountID)
+	_, err = a.Authenticate([]byte("gone"))
+	require.ErrorIs(t, err, auth.ErrUnavailable, "a revoked key is never revived by an outage")
+	_, err = a.Authenticate([]byte("never-seen"))
+	require.ErrorIs(t, err, auth.ErrUnavailable)
+}

@@ -45,6 +45,7 @@ type App struct {
 	proxy    *proxy.Proxy
 
 	server *fasthttp.Server
+	conns  *openConns // the server's connections, cut at stop when only reading (conns.go)
 	ops    *http.Server
 	ln     net.Listener
 	opsLn  net.Listener
@@ -141,6 +142,7 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 	}
 
 	// Every option explicitly: fasthttp treats several zero values as "unlimited".
+	a.conns = newOpenConns(min(stopReadGrace, cfg.Server.ShutdownTimeout))
 	a.server = &fasthttp.Server{
 		Handler:                       a.proxy.Handle,
 		ErrorHandler:                  a.proxy.HandleError,
@@ -163,6 +165,7 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 		NoDefaultContentType:          true,
 		DisableHeaderNamesNormalizing: false,
 		SecureErrorLogMessage:         true,
+		ConnState:                     a.conns.connState,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -266,6 +269,7 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("edge_stopping")
 	a.ready.Store(false)
 	a.proxy.BeginShutdown()
+	a.conns.stopReads()
 
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout)
 	if err := a.server.ShutdownWithContext(sctx); err != nil {

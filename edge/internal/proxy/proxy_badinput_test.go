@@ -410,3 +410,47 @@ func dechunk(t *testing.T, s string) string {
 		out.Write(buf[:n])
 	}
 }
+
+// FuzzRawRequest sends arbitrary bytes as a client connection to the proxy with its real
+// parts and the mock upstream: whatever arrives, the edge must not crash or hang, and every
+// answer it gives that is not a success must be in the API's error shape.
+func FuzzRawRequest(f *testing.F) {
+	good := messagesBody("claude-haiku-4-5", false, "output=5")
+	f.Add(fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: e\r\nx-api-key: %s\r\ncontent-length: %d\r\n\r\n%s", keyRich, len(good), good))
+	f.Add(fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: e\r\nAuthorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", keyRich, len(good), good))
+	f.Add(fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: e\r\nx-api-key: %s\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", keyRich))
+	f.Add(fmt.Sprintf("GET /v1/balance HTTP/1.1\r\nHost: e\r\nx-api-key: %s\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: e\r\n\r\n", keyRich))
+	f.Add("POST /v1/messages HTTP/1.0\r\nx-api-key: " + keyRich + "\r\ncontent-length: 9\r\n\r\n{\"model\":")
+	f.Add("\x00\xff GARBAGE\r\n\r\n")
+	// A mutated mock directive may ask for long delays: the upstream read timeout keeps every
+	// answer well inside the client's deadline below.
+	h := newHarness(f, func(c *proxy.Config, _ *memq.Config) { c.UpstreamReadTimeout = 2 * time.Second })
+	addr := strings.TrimPrefix(h.url, "http://")
+	f.Fuzz(func(t *testing.T, raw string) {
+		conn, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		defer conn.Close()
+		require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+		_, _ = io.WriteString(conn, raw) // the edge may close before reading it all
+		_ = conn.(*net.TCPConn).CloseWrite()
+		r := bufio.NewReader(conn)
+		for {
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil {
+				var ne net.Error
+				require.False(t, errorsAs(err, &ne) && ne.Timeout(), "the edge hung on %q", raw)
+				return // closed
+			}
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return // a cut stream; the edge closed it
+			}
+			if resp.StatusCode >= 400 {
+				var e apiError
+				require.NoError(t, json.Unmarshal(body, &e), "status %d not in the API's shape for %q: %s", resp.StatusCode, raw, body)
+				require.Equal(t, "error", e.Type)
+				require.NotEmpty(t, e.Error.Type)
+			}
+		}
+	})
+}

@@ -42,7 +42,8 @@ type Config struct {
 	WebhookSecret string
 	// WebhookTolerance is how far a webhook signature's timestamp may be from now. Default: 5m.
 	WebhookTolerance time.Duration
-	// BatchMax is the most usage records per settlement transaction. Default: 2000.
+	// BatchMax is the most usage records per settlement transaction. Default: 10000, the
+	// size that sustains 50,000 records/s into PostgreSQL (bench/results/settlement-*.md).
 	BatchMax int
 	// BatchLinger is how long a settlement batch gathers after its first record. Default: 200ms.
 	BatchLinger time.Duration
@@ -68,7 +69,7 @@ func DefaultConfig() Config {
 		TopicPartitions:  3,
 		AdminAddr:        "127.0.0.1:8091",
 		InternalAddr:     ":8090",
-		BatchMax:         2000,
+		BatchMax:         10_000,
 		WebhookTolerance: 5 * time.Minute,
 		BatchLinger:      200 * time.Millisecond,
 		LeaseTTL:         60 * time.Second,

@@ -95,7 +95,7 @@ type Config struct {
 	Group string
 	// Topic consumed. Default: usage.Topic.
 	Topic string
-	// BatchMax is the most records per batch (and per database transaction). Default: 2000.
+	// BatchMax is the most records per batch (and per database transaction). Default: 10000.
 	BatchMax int
 	// Linger is how long a batch keeps gathering after its first record. Default: 200ms.
 	Linger time.Duration
@@ -127,7 +127,7 @@ func (c *Config) defaults() {
 		c.Topic = usage.Topic
 	}
 	if c.BatchMax <= 0 {
-		c.BatchMax = 2000
+		c.BatchMax = 10_000
 	}
 	if c.Linger <= 0 {
 		c.Linger = 200 * time.Millisecond

@@ -46,15 +46,20 @@ func (s *Store) leaseAccount(ctx context.Context, id string) (string, error) {
 	return acct, nil
 }
 
-// reserve changes an account's reservation by delta. Growth is conditional on the available
-// credit covering it, so even a caller that skipped the row lock could not over-reserve: the
-// database re-checks the condition on the row it updates.
-func reserve(ctx context.Context, tx *sql.Tx, accountID string, delta int64) error {
+// reserve changes an account's reservation by delta. When the growth is new credit for a node
+// to spend (spendable), it is conditional on the available credit covering it, so even a
+// caller that skipped the row lock could not over-reserve: the database re-checks the
+// condition on the row it updates. Growth that records credit a node has already spent — a
+// release reporting more than the lease was granted, after one request cost more than its
+// hold — is not conditional: that overdraft happened (DESIGN §3 bounds it by one request),
+// refusing to record it would fail the release, and recording it drives available below
+// zero so the account answers 402 until settlement or a top-up covers it.
+func reserve(ctx context.Context, tx *sql.Tx, accountID string, delta int64, spendable bool) error {
 	if delta == 0 {
 		return nil
 	}
 	q := `UPDATE accounts SET reserved = reserved + $1 WHERE id = $2 AND reserved + $1 >= 0`
-	if delta > 0 {
+	if delta > 0 && spendable {
 		q += ` AND balance - reserved >= $1`
 	}
 	if err := execOne(ctx, tx, q, delta, accountID); err != nil {
@@ -99,7 +104,7 @@ func (s *Store) GrantLease(ctx context.Context, g store.LeaseGrant) (store.Lease
 		now := s.now()
 		out = store.Lease{ID: newID("lease"), AccountID: a.ID, EdgeID: g.EdgeID, Lease: ledger.NewLease(amount),
 			ExpiresAt: msTime(now.Add(g.TTL).UnixMilli()), AccountAvailable: a.Available() - amount}
-		if err := reserve(ctx, tx, a.ID, amount); err != nil {
+		if err := reserve(ctx, tx, a.ID, amount, true); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO leases (id, account_id, edge_id, state, granted, settled, reported,
@@ -204,7 +209,9 @@ func (s *Store) changeLease(ctx context.Context, leaseID string, fn func(tx *sql
 			return nil
 		}
 		delta := nl.Reservation - l.Reservation
-		if err := reserve(ctx, tx, a.ID, delta); err != nil {
+		// An open lease's reservation only grows by a grant; a released one's only by spend
+		// already made (see reserve).
+		if err := reserve(ctx, tx, a.ID, delta, nl.State == ledger.LeaseOpen); err != nil {
 			return err
 		}
 		if err := s.writeLease(ctx, tx, nl); err != nil {

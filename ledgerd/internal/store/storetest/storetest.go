@@ -65,6 +65,7 @@ func Run(t *testing.T, open Factory) {
 		{"Refund", testRefund},
 		{"Leases", testLeases},
 		{"LeaseSettlementAndReaper", testLeaseSettlement},
+		{"LeaseReleaseOverspent", testLeaseReleaseOverspent},
 		{"ConcurrentGrants", testConcurrentGrants},
 		{"PruneSettled", testPrune},
 	} {
@@ -580,6 +581,34 @@ func testLeaseSettlement(t *testing.T, s store.Store, c *Clock) {
 	require.NoError(t, err)
 	acct = balance(t, s, a.ID)
 	require.Equal(t, int64(64*cr), acct.Balance)
+	require.Zero(t, acct.Reserved)
+}
+
+// testLeaseReleaseOverspent: one request cost more than its hold, so a node reports more spend
+// than its lease was granted while nothing is left available. The release must record it
+// (not fail), the account's available goes below zero — refusing new grants — and settlement
+// of the records brings the books back.
+func testLeaseReleaseOverspent(t *testing.T, s store.Store, _ *Clock) {
+	a := newAccount(t, s, 10)
+	l, err := s.GrantLease(ctx(), store.LeaseGrant{AccountID: a.ID, EdgeID: "e1", Want: 10 * cr, Min: 10 * cr, TTL: time.Minute})
+	require.NoError(t, err)
+	require.Zero(t, l.AccountAvailable)
+
+	r, err := s.ReleaseLease(ctx(), l.ID, 12*cr)
+	require.NoError(t, err, "an overspent lease must still release")
+	require.Equal(t, int64(12*cr), r.Reservation)
+	require.Equal(t, int64(-2*cr), r.AccountAvailable)
+	acct := balance(t, s, a.ID)
+	require.Equal(t, int64(10*cr), acct.Balance)
+	require.Equal(t, int64(12*cr), acct.Reserved)
+
+	_, err = s.GrantLease(ctx(), store.LeaseGrant{AccountID: a.ID, EdgeID: "e2", Want: 1, Min: 1, TTL: time.Minute})
+	require.ErrorIs(t, err, store.ErrInsufficient, "an overdrawn account answers 402 until topped up")
+
+	_, err = s.Settle(ctx(), store.Batch{Group: "g", Topic: "t", Usage: []store.Usage{u("over1", a.ID, l.ID, 12*cr)}})
+	require.NoError(t, err)
+	acct = balance(t, s, a.ID)
+	require.Equal(t, int64(-2*cr), acct.Balance, "the overdraft is bounded by the one request")
 	require.Zero(t, acct.Reserved)
 }
 

@@ -219,11 +219,14 @@ func (p *Proxy) HandleError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &small):
 		e = &apierr.Error{Status: 431, Type: apierr.TypeInvalidRequest, Message: "request headers too large"}
 	case errors.As(err, &netErr) && netErr.Timeout():
-		e = &apierr.Error{Status: 408, Type: apierr.TypeTimeout, Message: "timed out reading the request"}
+		// A slow or idle client: answered and cut off, not waited for.
+		p.refuse(ctx, metrics.RouteOther, &apierr.Error{Status: 408, Type: apierr.TypeTimeout, Message: "timed out reading the request"})
+		return
 	default:
 		e = apierr.Invalid("malformed HTTP request")
 	}
 	p.refuse(ctx, metrics.RouteOther, e)
+	lingerClose(ctx)
 }
 
 // refuse answers with an edge error under a fresh request id.

@@ -48,10 +48,11 @@ func requireEdgeError(t *testing.T, status int, errType string, code int, h http
 	require.NoError(t, err)
 }
 
-// rawConn writes raw, optionally stalls (keeps the connection open, sending nothing more),
-// and reads the responses until the edge closes the connection. It fails if the edge keeps
-// the connection open past a generous deadline: a slow client must be cut off by the edge.
-func rawConn(t *testing.T, addr, raw string) []*http.Response {
+// rawConn writes raw and reads the responses until the edge closes the connection. With
+// stall the client then sends nothing more but keeps its side open (a slow client); without,
+// it shuts its sending side. It fails if the edge keeps the connection open past a generous
+// deadline: a slow client must be cut off by the edge.
+func rawConn(t *testing.T, addr, raw string, stall bool) []*http.Response {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
@@ -59,6 +60,9 @@ func rawConn(t *testing.T, addr, raw string) []*http.Response {
 	require.NoError(t, conn.SetDeadline(time.Now().Add(30*time.Second)))
 	_, err = io.WriteString(conn, raw)
 	require.NoError(t, err)
+	if !stall {
+		require.NoError(t, conn.(*net.TCPConn).CloseWrite())
+	}
 	r := bufio.NewReader(conn)
 	var out []*http.Response
 	for {
@@ -95,13 +99,13 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 	good := messageBody("claude-3-haiku", false, "input=100 output=20")
 
 	t.Run("slow client: headers never finished", func(t *testing.T) {
-		resps := rawConn(t, addr, "POST /v1/messages HTTP/1.1\r\nHost: edge\r\nx-api-key: "+key+"\r\n")
+		resps := rawConn(t, addr, "POST /v1/messages HTTP/1.1\r\nHost: edge\r\nx-api-key: "+key+"\r\n", true)
 		require.Len(t, resps, 1)
 		requireEdgeError(t, 408, "timeout_error", resps[0].StatusCode, resps[0].Header, bodyOf(t, resps[0]))
 	})
 	t.Run("slow client: body never finished", func(t *testing.T) {
 		resps := rawConn(t, addr, fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: edge\r\nx-api-key: %s\r\n"+
-			"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s", key, len(good), good[:len(good)/2]))
+			"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s", key, len(good), good[:len(good)/2]), true)
 		require.Len(t, resps, 1)
 		requireEdgeError(t, 408, "timeout_error", resps[0].StatusCode, resps[0].Header, bodyOf(t, resps[0]))
 	})
@@ -109,7 +113,7 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		chunk := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(good), good)
 		hidden := fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: edge\r\nx-api-key: %s\r\ncontent-length: %d\r\n\r\n%s", key, len(good), good)
 		resps := rawConn(t, addr, fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: edge\r\nx-api-key: %s\r\n"+
-			"content-length: %d\r\ntransfer-encoding: chunked\r\n\r\n%s%s", key, len(chunk), chunk, hidden))
+			"content-length: %d\r\ntransfer-encoding: chunked\r\n\r\n%s%s", key, len(chunk), chunk, hidden), false)
 		require.Len(t, resps, 1, "one answer, then the connection is closed")
 		requireEdgeError(t, 400, "invalid_request_error", resps[0].StatusCode, resps[0].Header, bodyOf(t, resps[0]))
 	})
@@ -117,13 +121,13 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 		// Refused on its Content-Length, before the body is read (the proxy tests send whole
 		// oversized bodies, chunked ones included).
 		resps := rawConn(t, addr, fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: edge\r\nx-api-key: %s\r\n"+
-			"content-length: %d\r\n\r\n%s", key, bodyMax+1, good))
+			"content-length: %d\r\n\r\n%s", key, bodyMax+1, good), false)
 		require.Len(t, resps, 1)
 		requireEdgeError(t, 413, "request_too_large", resps[0].StatusCode, resps[0].Header, bodyOf(t, resps[0]))
 	})
 	t.Run("headers over the limit", func(t *testing.T) {
 		resps := rawConn(t, addr, fmt.Sprintf("POST /v1/messages HTTP/1.1\r\nHost: edge\r\nx-api-key: %s\r\nx-pad: %s\r\n"+
-			"content-length: %d\r\n\r\n%s", key, strings.Repeat("p", 32<<10), len(good), good))
+			"content-length: %d\r\n\r\n%s", key, strings.Repeat("p", 32<<10), len(good), good), false)
 		require.Len(t, resps, 1)
 		requireEdgeError(t, 431, "invalid_request_error", resps[0].StatusCode, resps[0].Header, bodyOf(t, resps[0]))
 	})

@@ -88,8 +88,9 @@ func TestMalformedBodiesRefusedInShape(t *testing.T) {
 	require.Empty(t, h.records(), "nothing malformed is recorded or billed")
 }
 
-// rawExchange sends raw bytes on a fresh connection and returns every response the edge
-// wrote before it closed the connection (or until the deadline).
+// rawExchange sends raw bytes on a fresh connection, shuts its sending side (so the edge
+// sees the end of what the client sends), and returns every response the edge wrote before
+// it closed the connection (or until the deadline).
 func rawExchange(t *testing.T, addr string, raw string) ([]*http.Response, [][]byte) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
@@ -98,6 +99,7 @@ func rawExchange(t *testing.T, addr string, raw string) ([]*http.Response, [][]b
 	require.NoError(t, conn.SetDeadline(time.Now().Add(20*time.Second)))
 	_, err = io.WriteString(conn, raw)
 	require.NoError(t, err)
+	require.NoError(t, conn.(*net.TCPConn).CloseWrite())
 	r := bufio.NewReader(conn)
 	var resps []*http.Response
 	var bodies [][]byte

@@ -142,7 +142,9 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
-// Decode parses a record. Unknown fields are ignored; the result is validated.
+// Decode parses a record. Unknown fields are ignored; the result is validated. It walks the
+// JSON once (gjson's ForEach) rather than looking each field up from the start, which made
+// decoding the consumers' biggest CPU cost.
 func Decode(b []byte) (Record, error) {
 	if !gjson.ValidBytes(b) {
 		return Record{}, fmt.Errorf("%w: not valid JSON", ErrInvalid)
@@ -151,69 +153,129 @@ func Decode(b []byte) (Record, error) {
 	if !res.IsObject() {
 		return Record{}, fmt.Errorf("%w: not a JSON object", ErrInvalid)
 	}
+	var d decoder
 	var r Record
-	var typeErrs []error
-	str := func(name string) string {
-		v := res.Get(name)
-		if v.Exists() && v.Type != gjson.String && v.Type != gjson.Null {
-			typeErrs = append(typeErrs, fmt.Errorf("%s: not a string", name))
+	res.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "v":
+			r.V = int(d.num(v, "v"))
+		case "request_id":
+			r.RequestID = d.str(v, "request_id")
+		case "edge_id":
+			r.EdgeID = d.str(v, "edge_id")
+		case "seq":
+			r.Seq = uint64(d.num(v, "seq"))
+		case "account_id":
+			r.AccountID = d.str(v, "account_id")
+		case "key_id":
+			r.KeyID = d.str(v, "key_id")
+		case "lease_id":
+			r.LeaseID = d.str(v, "lease_id")
+		case "model":
+			r.Model = d.str(v, "model")
+		case "model_requested":
+			r.ModelRequested = d.str(v, "model_requested")
+		case "ts_start_ms":
+			r.TsStartMs = d.num(v, "ts_start_ms")
+		case "ts_end_ms":
+			r.TsEndMs = d.num(v, "ts_end_ms")
+		case "ttfb_ms":
+			r.TtfbMs = d.num(v, "ttfb_ms")
+		case "status":
+			r.Status = int(d.num(v, "status"))
+		case "stream":
+			r.Stream = d.boolean(v, "stream")
+		case "stop_reason":
+			r.StopReason = d.str(v, "stop_reason")
+		case "error_type":
+			r.ErrorType = d.str(v, "error_type")
+		case "usage":
+			r.Usage = d.tokens(v)
+		case "estimated":
+			r.Estimated = d.boolean(v, "estimated")
+		case "cost_microcredits":
+			r.CostMicrocredits = d.num(v, "cost_microcredits")
+		case "upstream_cost_microusd":
+			r.UpstreamCostMicroUSD = d.num(v, "upstream_cost_microusd")
+		case "price_version":
+			r.PriceVersion = d.str(v, "price_version")
+		case "upstream_key_id":
+			r.UpstreamKeyID = d.str(v, "upstream_key_id")
+		case "upstream_request_id":
+			r.UpstreamRequestID = d.str(v, "upstream_request_id")
 		}
-		return v.String()
-	}
-	num := func(v gjson.Result, name string) int64 {
-		if v.Exists() && v.Type != gjson.Number && v.Type != gjson.Null {
-			typeErrs = append(typeErrs, fmt.Errorf("%s: not a number", name))
-			return 0
-		}
-		if v.Type == gjson.Number && v.Num != float64(v.Int()) {
-			// Integer fields only: a fraction or an out-of-range value is a broken producer.
-			typeErrs = append(typeErrs, fmt.Errorf("%s: not an integer", name))
-		}
-		return v.Int()
-	}
-	boolean := func(name string) bool {
-		v := res.Get(name)
-		if v.Exists() && v.Type != gjson.True && v.Type != gjson.False && v.Type != gjson.Null {
-			typeErrs = append(typeErrs, fmt.Errorf("%s: not a bool", name))
-		}
-		return v.Bool()
-	}
-	r.V = int(num(res.Get("v"), "v"))
-	r.RequestID = str("request_id")
-	r.EdgeID = str("edge_id")
-	r.Seq = uint64(num(res.Get("seq"), "seq"))
-	r.AccountID = str("account_id")
-	r.KeyID = str("key_id")
-	r.LeaseID = str("lease_id")
-	r.Model = str("model")
-	r.ModelRequested = str("model_requested")
-	r.TsStartMs = num(res.Get("ts_start_ms"), "ts_start_ms")
-	r.TsEndMs = num(res.Get("ts_end_ms"), "ts_end_ms")
-	r.TtfbMs = num(res.Get("ttfb_ms"), "ttfb_ms")
-	r.Status = int(num(res.Get("status"), "status"))
-	r.Stream = boolean("stream")
-	r.StopReason = str("stop_reason")
-	r.ErrorType = str("error_type")
-	u := res.Get("usage")
-	r.Usage = Tokens{
-		Input:             num(u.Get("input"), "usage.input"),
-		Output:            num(u.Get("output"), "usage.output"),
-		CacheWrite5m:      num(u.Get("cache_write_5m"), "usage.cache_write_5m"),
-		CacheWrite1h:      num(u.Get("cache_write_1h"), "usage.cache_write_1h"),
-		CacheRead:         num(u.Get("cache_read"), "usage.cache_read"),
-		Thinking:          num(u.Get("thinking"), "usage.thinking"),
-		WebSearchRequests: num(u.Get("web_search_requests"), "usage.web_search_requests"),
-	}
-	r.Estimated = boolean("estimated")
-	r.CostMicrocredits = num(res.Get("cost_microcredits"), "cost_microcredits")
-	r.UpstreamCostMicroUSD = num(res.Get("upstream_cost_microusd"), "upstream_cost_microusd")
-	r.PriceVersion = str("price_version")
-	r.UpstreamKeyID = str("upstream_key_id")
-	r.UpstreamRequestID = str("upstream_request_id")
-	if len(typeErrs) > 0 {
-		return r, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(typeErrs...))
+		return true
+	})
+	if len(d.errs) > 0 {
+		return r, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(d.errs...))
 	}
 	return r, r.Validate()
+}
+
+// decoder collects type errors while a record is decoded. As in encoding/json, the last of
+// duplicate keys wins.
+type decoder struct{ errs []error }
+
+func (d *decoder) str(v gjson.Result, name string) string {
+	if v.Type != gjson.String && v.Type != gjson.Null {
+		d.errs = append(d.errs, fmt.Errorf("%s: not a string", name))
+	}
+	if !utf8.ValidString(v.Str) {
+		// A producer bug: ids must be text, and ClickHouse and the ledger would disagree on
+		// what invalid bytes mean.
+		d.errs = append(d.errs, fmt.Errorf("%s: not valid UTF-8", name))
+	}
+	return v.String()
+}
+
+func (d *decoder) num(v gjson.Result, name string) int64 {
+	if v.Type != gjson.Number && v.Type != gjson.Null {
+		d.errs = append(d.errs, fmt.Errorf("%s: not a number", name))
+		return 0
+	}
+	if v.Type == gjson.Number && v.Num != float64(v.Int()) {
+		// Integer fields only: a fraction or an out-of-range value is a broken producer.
+		d.errs = append(d.errs, fmt.Errorf("%s: not an integer", name))
+	}
+	return v.Int()
+}
+
+func (d *decoder) boolean(v gjson.Result, name string) bool {
+	if v.Type != gjson.True && v.Type != gjson.False && v.Type != gjson.Null {
+		d.errs = append(d.errs, fmt.Errorf("%s: not a bool", name))
+	}
+	return v.Bool()
+}
+
+func (d *decoder) tokens(u gjson.Result) Tokens {
+	var t Tokens
+	if u.Type == gjson.Null {
+		return t
+	}
+	if !u.IsObject() {
+		d.errs = append(d.errs, errors.New("usage: not an object"))
+		return t
+	}
+	u.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "input":
+			t.Input = d.num(v, "usage.input")
+		case "output":
+			t.Output = d.num(v, "usage.output")
+		case "cache_write_5m":
+			t.CacheWrite5m = d.num(v, "usage.cache_write_5m")
+		case "cache_write_1h":
+			t.CacheWrite1h = d.num(v, "usage.cache_write_1h")
+		case "cache_read":
+			t.CacheRead = d.num(v, "usage.cache_read")
+		case "thinking":
+			t.Thinking = d.num(v, "usage.thinking")
+		case "web_search_requests":
+			t.WebSearchRequests = d.num(v, "usage.web_search_requests")
+		}
+		return true
+	})
+	return t
 }
 
 func appendStr(dst []byte, name, v string) []byte {

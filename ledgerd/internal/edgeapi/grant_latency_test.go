@@ -32,12 +32,13 @@ import (
 // fixed rate, open loop: each grant is timed from the instant it was due, so a database that
 // falls behind shows its queue in the latency instead of slowing the load down (no
 // coordinated omission). It asserts nothing about time; it logs the percentiles for
-// bench/results. TOLLGATE_GRANT_RATE (grants/s, default 1000) and TOLLGATE_GRANT_SECONDS
-// (default 2) set the load.
+// bench/results. TOLLGATE_GRANT_RATE (grants/s) and TOLLGATE_GRANT_SECONDS set the load; the
+// defaults (200/s for 1 s) keep `make test` — which runs it under -race next to other tests on
+// two cores — a correctness check, and the measurement in bench/results uses 1000/s for 2 s.
 func TestGrantLatencyPostgres(t *testing.T) {
 	dsn := storetest.FreshPostgres(t)
-	rate := envInt(t, "TOLLGATE_GRANT_RATE", 1000)
-	seconds := envInt(t, "TOLLGATE_GRANT_SECONDS", 2)
+	rate := envInt(t, "TOLLGATE_GRANT_RATE", 200)
+	seconds := envInt(t, "TOLLGATE_GRANT_SECONDS", 1)
 	ctx := context.Background()
 	s, err := postgres.Open(ctx, dsn, slog.New(slog.DiscardHandler), time.Now)
 	require.NoError(t, err)
@@ -81,6 +82,7 @@ func TestGrantLatencyPostgres(t *testing.T) {
 	hist := hdrhistogram.New(1, 60_000_000, 3) // µs
 	var mu sync.Mutex
 	var failed atomic.Int64
+	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, inFlightMax)
 	n := rate * seconds
@@ -100,6 +102,7 @@ func TestGrantLatencyPostgres(t *testing.T) {
 			us := time.Since(due).Microseconds()
 			if err != nil {
 				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
 				return
 			}
 			mu.Lock()
@@ -109,7 +112,7 @@ func TestGrantLatencyPostgres(t *testing.T) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	require.Zero(t, failed.Load(), "every grant succeeds")
+	require.Zero(t, failed.Load(), "every grant succeeds; first error: %v", firstErr.Load())
 	require.NoError(t, s.Check(ctx), "books balance after the load")
 	t.Logf("lease grants on PostgreSQL, open loop at %d/s for %ds: %d grants in %s (%.0f/s); latency from due time: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms",
 		rate, seconds, n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(),

@@ -3,7 +3,6 @@ package sqlstore_test
 import (
 	"context"
 	"database/sql"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	_ "modernc.org/sqlite"
 
+	"tollgate/deploy"
 	"tollgate/ledgerd/internal/ledger"
 	"tollgate/ledgerd/internal/store"
 	"tollgate/ledgerd/internal/store/postgres"
@@ -48,7 +48,7 @@ INSERT INTO settled_requests (request_id, account_id, tx_id, cost, settled_ms) V
 
 // writeV1 applies migration 1 only, as version 1 of ledgerd left a database, and its data.
 func writeV1(t *testing.T, db *sql.DB) {
-	ddl, err := os.ReadFile(filepath.Join("migrations", "0001_init.sql"))
+	ddl, err := deploy.LedgerMigrations.ReadFile("postgres/0001_init.sql")
 	require.NoError(t, err)
 	for _, q := range []string{string(ddl), `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ms BIGINT NOT NULL)`,
 		`INSERT INTO schema_migrations (version, applied_ms) VALUES (1, 0)`, v1Ledger} {

@@ -13,12 +13,12 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,12 +26,13 @@ import (
 
 	"github.com/google/uuid"
 
+	"tollgate/deploy"
 	"tollgate/ledgerd/internal/ledger"
 	"tollgate/ledgerd/internal/store"
 )
 
-//go:embed migrations/*.sql
-var migrations embed.FS
+// migrations are the schema files under deploy/postgres, one source for ledgerd and for DBAs.
+var migrations = deploy.LedgerMigrations
 
 // Dialect holds what differs between the databases.
 type Dialect struct {
@@ -131,7 +132,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 		seen := map[int]string{}
 		for _, name := range names {
-			v, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(name, "migrations/"), "_", 2)[0])
+			v, err := strconv.Atoi(strings.SplitN(path.Base(name), "_", 2)[0])
 			if err != nil {
 				return fmt.Errorf("migration %s: version: %w", name, err)
 			}
@@ -166,7 +167,7 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // migrationNames lists the embedded migrations in the order they apply.
 func migrationNames() ([]string, error) {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	names, err := fs.Glob(migrations, "postgres/*.sql")
 	if err != nil {
 		return nil, fmt.Errorf("list migrations: %w", err)
 	}

@@ -90,7 +90,16 @@ type Stack struct {
 
 // Start brings every service up in dependency order and waits until each answers.
 // On error everything already started is stopped.
-func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
+func Start(ctx context.Context, cfg Config) (*Stack, error) {
+	s := &Stack{}
+	if err := s.start(ctx, cfg); err != nil {
+		s.Stop() // whatever started before the failure
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stack) start(ctx context.Context, cfg Config) error {
 	cfg.Ports.defaults()
 	if cfg.Edges <= 0 {
 		cfg.Edges = 1
@@ -104,15 +113,10 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
 	}
-	s = &Stack{cfg: cfg, logDir: filepath.Join(cfg.DataDir, "logs")}
+	s.cfg, s.logDir = cfg, filepath.Join(cfg.DataDir, "logs")
 	if err := os.MkdirAll(s.logDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create log dir: %w", err)
+		return fmt.Errorf("create log dir: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			s.Stop()
-		}
-	}()
 	p := cfg.Ports
 	kafkaAddr := fmt.Sprintf("127.0.0.1:%d", p.Kafka)
 
@@ -120,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		Args:  []string{"kafka", "-addr", kafkaAddr, "-data-dir", filepath.Join(cfg.DataDir, "kafka")},
 		Ready: TCPReady(kafkaAddr)}
 	if err := s.startProc(ctx, s.Kafka); err != nil {
-		return nil, err
+		return err
 	}
 
 	s.ClickHouseDSN = cfg.ClickHouseDSN
@@ -144,7 +148,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		),
 		Ready: HTTPReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", p.LedgerAdmin))}
 	if err := s.startProc(ctx, s.Ledgerd); err != nil {
-		return nil, err
+		return err
 	}
 
 	if s.ClickHouseDSN != "" {
@@ -156,7 +160,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 			),
 			Ready: HTTPReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", p.Analytics))}
 		if err := s.startProc(ctx, s.Analytics); err != nil {
-			return nil, err
+			return err
 		}
 	}
 
@@ -167,7 +171,7 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 		s.Mock = &Proc{Name: "mock-upstream", Path: s.bin("bench"),
 			Args: []string{"upstream", "-addr", mockAddr}, Ready: TCPReady(mockAddr)}
 		if err := s.startProc(ctx, s.Mock); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	keys := cfg.UpstreamKeys
@@ -190,11 +194,11 @@ func Start(ctx context.Context, cfg Config) (s *Stack, err error) {
 			),
 			Ready: HTTPReady(fmt.Sprintf("http://127.0.0.1:%d/readyz", p.EdgeOps+i))}
 		if err := s.startProc(ctx, e); err != nil {
-			return nil, err
+			return err
 		}
 		s.Edges = append(s.Edges, e)
 	}
-	return s, nil
+	return nil
 }
 
 func (s *Stack) startProc(ctx context.Context, p *Proc) error {

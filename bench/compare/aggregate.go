@@ -38,10 +38,15 @@ type Phase struct {
 	Latency       load.Summary     `json:"latency"`
 	TTFT          load.Summary     `json:"ttft"`
 	Lag           load.Summary     `json:"dispatch_lag_worst_round"`
-	Spectrum      []load.Point     `json:"latency_spectrum"`
-	TTFTSpectrum  []load.Point     `json:"ttft_spectrum,omitempty"`
-	Generator     ProcAgg          `json:"generator"`
-	Procs         []ProcAgg        `json:"procs"`
+	// Per round, in order: so one round disturbed by other work on the machine can be seen
+	// (its dispatch lag is large) rather than hidden in the merged histogram.
+	RoundP50Us    []int64      `json:"round_p50_us"`
+	RoundP99Us    []int64      `json:"round_p99_us"`
+	RoundLagP99Us []int64      `json:"round_dispatch_lag_p99_us"`
+	Spectrum      []load.Point `json:"latency_spectrum"`
+	TTFTSpectrum  []load.Point `json:"ttft_spectrum,omitempty"`
+	Generator     ProcAgg      `json:"generator"`
+	Procs         []ProcAgg    `json:"procs"`
 }
 
 // Proc returns the named process's aggregate, or a zero one.
@@ -82,6 +87,9 @@ func Aggregate(runs []*load.Result) Phase {
 		if r.Lag.P99Us > p.Lag.P99Us {
 			p.Lag = r.Lag
 		}
+		p.RoundP50Us = append(p.RoundP50Us, r.Latency.P50Us)
+		p.RoundP99Us = append(p.RoundP99Us, r.Latency.P99Us)
+		p.RoundLagP99Us = append(p.RoundLagP99Us, r.Lag.P99Us)
 		mergeInto(lat, r.LatencyHist)
 		mergeInto(ttft, r.TTFTHist)
 		addProc(&p.Generator, r.Generator)

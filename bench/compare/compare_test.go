@@ -49,6 +49,7 @@ func TestAggregate(t *testing.T) {
 	require.InDelta(t, 2000, p.ThroughputMax, 1e-9)
 	require.Equal(t, int64(4), p.Latency.Count)
 	require.Equal(t, int64(400), p.Latency.MaxUs)
+	require.Equal(t, []int64{200, 400}, p.RoundP50Us)
 	edge := p.Proc("edge")
 	require.InDelta(t, 0.4, edge.CPUSeconds, 1e-9)
 	require.InDelta(t, 0.4e6/6000, edge.CPUPerRequestUs, 1e-9)

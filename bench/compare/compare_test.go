@@ -26,6 +26,7 @@ func run(elapsed time.Duration, ok int64, latUs []int64, cpu map[string]float64)
 		_ = r.LatencyHist.RecordValue(v)
 		_ = r.TTFTHist.RecordValue(v / 2)
 	}
+	r.Latency, r.TTFT = load.Summarize(r.LatencyHist), load.Summarize(r.TTFTHist)
 	for _, name := range []string{"edge", "forwarder", "mock", "ledgerd", "kafka"} {
 		if c, ok := cpu[name]; ok {
 			r.Procs = append(r.Procs, load.ProcUsage{Name: name, CPUSeconds: c, RSSPeakBytes: int64(c * 1e6)})

@@ -34,18 +34,6 @@ import (
 	"tollgate/pkg/usage"
 )
 
-// edgeFaultSeed returns the seed of a randomized edge fault test and logs how to replay it.
-func edgeFaultSeed(t *testing.T) uint64 {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("TOLLGATE_FAULT_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		require.NoError(t, err, "TOLLGATE_FAULT_SEED")
-		seed = v
-	}
-	t.Logf("fault seed %d (replay: TOLLGATE_FAULT_SEED=%d go test -run '^%s$' ./bench/e2e/)", seed, seed, t.Name())
-	return seed
-}
-
 const (
 	edgeLoadModel = "claude-3-haiku"
 	edgeLoadInput = 1000 // request n reports input = edgeLoadInput + n
@@ -285,7 +273,7 @@ func edgeMetric(t *testing.T, e *env, name string) float64 {
 // directory each time. Every request that completed to its client must be charged exactly
 // once; a request cut by a kill may be charged (its record was durable) or not, never twice.
 func TestEdgeKilledUnderLoad(t *testing.T) {
-	seed := edgeFaultSeed(t)
+	seed := faultSeed(t)
 	rng := rand.New(rand.NewPCG(seed, seed^0xed6e))
 	e := startStack(t, nil)
 	accountID, key := e.account(1000)

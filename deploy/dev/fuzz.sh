@@ -8,8 +8,16 @@ for pkg in $(go list ./...); do
   grep -lq '^func Fuzz' "$dir"/*_test.go 2>/dev/null || continue
   for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz'); do
     echo "   $pkg $target"
-    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >/tmp/fuzz-$$.log 2>&1 ||
-      { cat /tmp/fuzz-$$.log; rm -f /tmp/fuzz-$$.log; exit 1; }
+    if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >/tmp/fuzz-$$.log 2>&1; then
+      # Go's fuzzer sometimes reports "context deadline exceeded" when the time runs out while
+      # a worker is busy (no input failed, none is written). That is not a finding: say so and
+      # go on. Any real failure writes its input under testdata/fuzz and fails the run.
+      if grep -q 'context deadline exceeded' /tmp/fuzz-$$.log && ! grep -q 'Failing input written' /tmp/fuzz-$$.log; then
+        echo "     (fuzzer stopped at its deadline while a worker was busy; no failing input)"
+      else
+        cat /tmp/fuzz-$$.log; rm -f /tmp/fuzz-$$.log; exit 1
+      fi
+    fi
   done
 done
 rm -f /tmp/fuzz-$$.log

@@ -171,7 +171,9 @@ func TestUnknownKeyFloodCallsLedgerOnce(t *testing.T) {
 		_, err := a.Authenticate([]byte("sk-flood"))
 		require.ErrorIs(t, err, auth.ErrUnknownKey)
 	}
-	require.Equal(t, int32(1), src.calls.Load())
+	// 1,200 requests, (almost always) one lookup. ristretto may drop a Set under contention
+	// (documented), and then the next request asks again: allow that, never one per request.
+	require.LessOrEqual(t, src.calls.Load(), int32(3))
 }
 
 func TestRevocationTakesEffectAfterTTL(t *testing.T) {

@@ -165,7 +165,7 @@ type Ratios struct {
 
 // backgroundProcs run beside the edge and do work per request later (settlement, analytics,
 // the broker). Their CPU during the edge's rounds is reported apart from the edge's own.
-var backgroundProcs = []string{"ledgerd", "kafka", "analytics"}
+var backgroundProcs = []string{"ledgerd", "kafka", "analytics", "clickhouse"}
 
 func ratio(a, b float64) float64 {
 	if b == 0 {

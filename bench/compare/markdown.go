@@ -80,7 +80,7 @@ func throughputMarkdown(b *strings.Builder, res *ScenarioResult) {
 		t.Row("time to first token p99 vs direct", signed(r.EdgeTTFTDeltaP99Us), signed(r.ForwarderTTFTDeltaP99Us))
 	}
 	if r.EdgeBackgroundProcessesCounted != "" {
-		t.Row("background CPU µs per request ("+r.EdgeBackgroundProcessesCounted+")", f1(r.EdgeBackgroundCPUPerRequestUs), "")
+		t.Row("background CPU µs per request during the closed loop ("+r.EdgeBackgroundProcessesCounted+")", f1(r.EdgeBackgroundCPUPerRequestUs), "")
 	}
 	b.WriteString(t.String() + "\n")
 	if len(res.Checks) > 0 {

@@ -201,3 +201,23 @@ func (p *Proc) Pid() int {
 	}
 	return p.cmd.Process.Pid
 }
+
+// Renice sets the nice value of every thread of process pid. Linux applies nice per thread,
+// and a thread inherits its creator's, so threads started later follow.
+func Renice(pid, nice int) error {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("list threads of %d: %w", pid, err)
+	}
+	for _, t := range tasks {
+		var tid int
+		if _, err := fmt.Sscan(t.Name(), &tid); err != nil {
+			continue
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("set nice %d on thread %d of %d: %w", nice, tid, pid, err)
+		}
+	}
+	return nil
+}

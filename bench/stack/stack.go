@@ -245,6 +245,22 @@ func (s *Stack) Stop() {
 	}
 }
 
+// ClickHousePid is the pid of the ClickHouse server this stack started, or 0.
+func (s *Stack) ClickHousePid() int {
+	if !s.CHStarted {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, "clickhouse", "pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return pid
+}
+
 // Addresses for clients.
 func (s *Stack) EdgeURL(i int) string {
 	return fmt.Sprintf("http://127.0.0.1:%d", s.cfg.Ports.Edge+i)

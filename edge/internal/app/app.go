@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync/atomic"
 	"time"
@@ -100,6 +101,8 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 		SegmentBytes: int64(cfg.Records.WALSegmentBytes),
 		BytesMax:     int64(cfg.Records.WALBytesMax),
 		BatchMax:     cfg.Records.BatchMax,
+		Sync:         walSync(cfg.Records.WALSync),
+		SyncInterval: cfg.Records.WALSyncInterval,
 		Ensure: func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, cfg.Kafka.WriteTimeout)
 			defer cancel()
@@ -174,6 +177,11 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 	})
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}))
+	// Go's profiler, for the performance work in bench/README.md. The ops listener is on
+	// loopback by default; whoever can reach it can also read /metrics.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	a.ops = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 
@@ -404,4 +412,12 @@ type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.log.Debug("fasthttp", "message", fmt.Sprintf(format, args...))
+}
+
+// walSync maps the validated records.wal_sync setting to the log's mode.
+func walSync(s string) wal.SyncMode {
+	if s == "always" {
+		return wal.SyncAlways
+	}
+	return wal.SyncInterval
 }

@@ -21,10 +21,12 @@ func internalConfig(t testing.TB) Config {
 	return Config{Dir: t.TempDir(), SegmentBytes: 64 << 20, BytesMax: 1 << 40, BatchMax: 100, FirstSeq: 1}
 }
 
-// One fsync covers every record appended while the committer was busy: here the committer
-// starts only once all appenders are waiting, so exactly one commit must release them all.
+// Under SyncAlways one fsync covers every record written while the syncer was busy: here the
+// syncer starts only once all appenders are waiting, so exactly one fsync must release them.
 func TestOneFsyncCoversEveryWaitingAppend(t *testing.T) {
-	w, err := open(internalConfig(t), nopKafka{}, slog.New(slog.DiscardHandler))
+	cfg := internalConfig(t)
+	cfg.Sync = SyncAlways
+	w, err := open(cfg, nopKafka{}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	const n = 64
 	var wg sync.WaitGroup
@@ -34,7 +36,7 @@ func TestOneFsyncCoversEveryWaitingAppend(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return w.pending.Load() == n }, 10*time.Second, time.Millisecond)
 	require.Zero(t, w.Syncs(), "nothing committed yet: the appenders are all waiting")
-	go w.commitLoop()
+	go w.syncLoop()
 	wg.Wait()
 	require.Equal(t, uint64(1), w.Syncs())
 	require.NoError(t, w.Close())
@@ -55,5 +57,61 @@ func TestWriteFailureStopsTheLog(t *testing.T) {
 	require.Contains(t, logs.String(), `"msg":"wal_failed"`)
 	require.Contains(t, logs.String(), `"msg":"unshipped_record"`)
 	require.Contains(t, logs.String(), testRecord(3).RequestID)
+	require.Error(t, w.Close())
+}
+
+// Under SyncInterval, Append returns once the record is written — before any fsync — and the
+// syncer then syncs at most once per SyncInterval however many records arrive.
+func TestIntervalAppendReturnsBeforeTheFsync(t *testing.T) {
+	cfg := internalConfig(t)
+	cfg.SyncInterval = 50 * time.Millisecond
+	w, err := open(cfg, nopKafka{}, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	for i := range 10 {
+		require.True(t, w.Reserve())
+		w.Append(testRecord(i)) // would block forever if it waited: the syncer is not running
+	}
+	require.Zero(t, w.Syncs())
+	st, err := w.active.f.Stat()
+	require.NoError(t, err)
+	require.Equal(t, w.active.written, st.Size(), "every record is in the file")
+	require.Equal(t, magicBytes, w.active.size, "nothing is durable, so nothing ships yet")
+
+	go w.syncLoop()
+	require.Eventually(t, func() bool { return w.Syncs() == 1 }, 10*time.Second, time.Millisecond)
+	start := time.Now()
+	for i := range 2000 {
+		require.True(t, w.Reserve())
+		w.Append(testRecord(10 + i))
+	}
+	require.NoError(t, w.Close())
+	elapsed := time.Since(start)
+	// The first round may start at once; each later one waits SyncInterval; Close adds one.
+	maxSyncs := uint64(elapsed/cfg.SyncInterval) + 3
+	require.LessOrEqual(t, w.Syncs(), maxSyncs, "elapsed %s", elapsed)
+	w.mu.Lock()
+	require.Equal(t, w.active.written, w.active.size, "Close syncs what was written")
+	w.mu.Unlock()
+}
+
+// A failed fsync under SyncInterval stops the log, and the records written since the last
+// good fsync — whose Appends had already returned — go to the process log whole.
+func TestIntervalSyncFailureLogsWhatWasNotDurable(t *testing.T) {
+	var logs bytes.Buffer
+	w, err := open(internalConfig(t), nopKafka{}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	require.NoError(t, err)
+	for i := range 3 {
+		require.True(t, w.Reserve())
+		w.Append(testRecord(i))
+	}
+	require.NoError(t, w.active.f.Close()) // the disk goes away before the fsync
+	w.syncRound()
+	require.Error(t, w.Err())
+	require.False(t, w.Reserve())
+	require.Equal(t, uint64(3), w.Unshipped())
+	for i := range 3 {
+		require.Contains(t, logs.String(), testRecord(i).RequestID)
+	}
+	go w.syncLoop()
 	require.Error(t, w.Close())
 }

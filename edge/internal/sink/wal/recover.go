@@ -53,7 +53,7 @@ type scanResult struct {
 
 // recover rebuilds the log's state from dir: every segment is read and checked, a torn or
 // corrupt end is cut off, segments already shipped are deleted, and the next seq and the
-// shipped prefix are found. It runs before the committer starts.
+// shipped prefix are found. It runs before the syncer starts.
 func (w *WAL) recover() error {
 	dir := w.cfg.Dir
 	bases, err := listSegments(dir)
@@ -178,8 +178,9 @@ func (w *WAL) scanSegment(rd *reader, base uint64, last bool, cursor uint64) (*s
 	case last && (errors.Is(scanErr, errTorn) || errors.Is(scanErr, errCorrupt)):
 		// The normal result of a crash mid-write: a partial frame, or (after a power cut)
 		// a file whose size reached the disk before its data, so zeros or stale blocks.
-		// Those bytes were never acknowledged to anyone: Append returns only after the
-		// fsync that covers them.
+		// A partial frame was never acknowledged to anyone (Append returns after its
+		// write); whole frames lost to a power cut are those of the last SyncInterval
+		// (none under SyncAlways, where Append returns after the fsync).
 		w.log.Warn("wal_torn_tail_truncated", "path", path, "valid_bytes", valid, "dropped_bytes", size-valid)
 	case errors.Is(scanErr, errTorn), errors.Is(scanErr, errCorrupt):
 		// Frames after a bad one cannot be found again (its length is not to be trusted).
@@ -198,7 +199,7 @@ func (w *WAL) scanSegment(rd *reader, base uint64, last bool, cursor uint64) (*s
 	if err := f.Sync(); err != nil {
 		return fail(fmt.Errorf("sync segment: %w", err))
 	}
-	seg.size = valid
+	seg.size, seg.written = valid, valid
 	if !last {
 		if err := f.Close(); err != nil {
 			return nil, res, fmt.Errorf("close segment: %w", err)
@@ -210,6 +211,23 @@ func (w *WAL) scanSegment(rd *reader, base uint64, last bool, cursor uint64) (*s
 
 // createSegment creates segment base with its magic, and syncs it and the directory.
 func createSegment(dir string, base uint64) (*segment, error) {
+	seg, err := newSegment(dir, base)
+	if err != nil {
+		return nil, err
+	}
+	if err := seg.f.Sync(); err != nil {
+		seg.f.Close()
+		return nil, fmt.Errorf("sync segment: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		seg.f.Close()
+		return nil, err
+	}
+	return seg, nil
+}
+
+// newSegment creates segment base with its magic, not synced.
+func newSegment(dir string, base uint64) (*segment, error) {
 	path := segmentPath(dir, base)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
 	if err != nil {
@@ -219,15 +237,7 @@ func createSegment(dir string, base uint64) (*segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("write segment magic: %w", err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("sync segment: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return &segment{base: base, path: path, size: magicBytes, f: f}, nil
+	return &segment{base: base, path: path, size: magicBytes, written: magicBytes, f: f}, nil
 }
 
 func syncDir(dir string) error {

@@ -72,12 +72,12 @@ func (s *shipper) step(ctx context.Context) (bool, error) {
 	if s.seg == nil {
 		s.seg, s.off = w.segs[0], magicBytes
 	}
-	end, sealed := s.seg.size, s.seg.sealed
+	end, final := s.seg.size, s.seg.sealed && s.seg.size == s.seg.written
 	w.mu.Unlock()
 	switch {
 	case s.off < end:
 		return true, s.ship(ctx, end)
-	case sealed:
+	case final:
 		s.trim()
 		return true, nil
 	}

@@ -95,7 +95,8 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 	}
 
 	a.producer = bus.NewProducer(bus.ProducerConfig{Brokers: cfg.Kafka.Brokers, Topic: usage.Topic,
-		BatchSize: cfg.Records.BatchMax, BatchTimeout: cfg.Records.Linger, WriteTimeout: cfg.Kafka.WriteTimeout})
+		BatchSize: min(cfg.Records.BatchMax, producerPartitionBatch), BatchTimeout: cfg.Records.Linger,
+		WriteTimeout: cfg.Kafka.WriteTimeout})
 	a.wal, err = wal.Open(wal.Config{
 		Dir:          cfg.WALPath(),
 		SegmentBytes: int64(cfg.Records.WALSegmentBytes),
@@ -413,6 +414,13 @@ type fasthttpLogger struct{ log *slog.Logger }
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.log.Debug("fasthttp", "message", fmt.Sprintf(format, args...))
 }
+
+// producerPartitionBatch bounds the records of one produce request to one partition. The WAL
+// shipper sends what one or a few fsync intervals gathered — tens of records per partition
+// even at 10,000 requests/s — and kafka-go allocates room for the whole bound in every
+// partition batch (see bus.ProducerConfig.BatchSize): at records-batch-max (1,000) that was
+// most of the edge's allocation. A backlog's larger sends are split into several requests.
+const producerPartitionBatch = 64
 
 // walSync maps the validated records.wal_sync setting to the log's mode.
 func walSync(s string) wal.SyncMode {

@@ -61,14 +61,15 @@ type Config struct {
 	NoAnalytics bool
 	// NoVerify skips the money check at the end.
 	NoVerify bool
-	// BackgroundNice is the nice value given to ledgerd, analytics and ClickHouse (every
-	// thread) after they start. In production they run on other machines; here they share
-	// the edge's two cores, and at normal priority their settlement and inserts take CPU the
-	// edge would have had, so a closed loop measures the machine rather than the edge. At 19
-	// they run on what the edge leaves — they catch up between rounds, and the money check
-	// at the end still sees every record — and their CPU per request is still reported.
-	// Kafka stays at normal priority: the edge's shipping to it is part of what is measured.
-	// 0 leaves them alone. Default 19 (set by the CLI).
+	// BackgroundNice is the nice value given to the Kafka broker, ledgerd, analytics and
+	// ClickHouse (every thread) after they start. In production they run on other machines;
+	// here they share the edge's two cores, and at normal priority the broker, settlement and
+	// inserts take more CPU per request than the edge itself, so a closed loop would measure
+	// the machine rather than the edge. At 19 they run on what the edge leaves — they catch
+	// up between rounds, and the money check at the end still sees every record — and their
+	// CPU per request is still reported. The edge's own work for them (WAL, producing to
+	// Kafka, lease calls) stays in the edge's figures. 0 leaves them alone. Default 19 (set
+	// by the CLI).
 	BackgroundNice int
 	// Command is the command line, recorded in the results.
 	Command string
@@ -305,7 +306,7 @@ func (c *comparer) start(ctx context.Context) error {
 	if s.Analytics == nil {
 		c.notes = append(c.notes, "analytics off: "+s.AnalyticsOff)
 	}
-	background := []load.Proc{{Name: "ledgerd", Pid: s.Ledgerd.Pid()}}
+	background := []load.Proc{{Name: "kafka", Pid: s.Kafka.Pid()}, {Name: "ledgerd", Pid: s.Ledgerd.Pid()}}
 	if s.Analytics != nil {
 		background = append(background, load.Proc{Name: "analytics", Pid: s.Analytics.Pid()})
 	}
@@ -354,8 +355,8 @@ func (c *comparer) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create request log: %w", err)
 	}
-	edgeWatch := append([]load.Proc{{Name: "edge", Pid: s.Edges[0].Pid()}, {Name: "mock", Pid: s.Mock.Pid()},
-		{Name: "kafka", Pid: s.Kafka.Pid()}}, background...)
+	edgeWatch := append([]load.Proc{{Name: "edge", Pid: s.Edges[0].Pid()}, {Name: "mock", Pid: s.Mock.Pid()}},
+		background...)
 	c.targets = append(c.targets, target{name: Edge, proxy: "edge", url: s.EdgeURL(0),
 		keys: c.keyring.Keys(), watch: edgeWatch, log: c.edgeLog})
 

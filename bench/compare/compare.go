@@ -53,6 +53,11 @@ type Config struct {
 	Soak time.Duration
 	// SoakRate is the soak's open-loop rate, requests/s. Default 300.
 	SoakRate float64
+	// SettleRate is the settle scenario's open-loop rate, requests/s. Default 5,000 (the
+	// issue's settlement-lag target is stated at that rate).
+	SettleRate float64
+	// SettleDuration is the length of the settle scenario's load. Default 20 s.
+	SettleDuration time.Duration
 	// Accounts and keys the edge traffic uses; each account gets Credits whole credits.
 	// Defaults 100 accounts, 1 key each, 100,000 credits.
 	Accounts, KeysPerAccount int
@@ -103,6 +108,12 @@ func (c *Config) setDefaults() {
 	if c.SoakRate == 0 {
 		c.SoakRate = 300
 	}
+	if c.SettleRate == 0 {
+		c.SettleRate = settleTargetRate
+	}
+	if c.SettleDuration == 0 {
+		c.SettleDuration = 20 * time.Second
+	}
 	if c.Accounts == 0 {
 		c.Accounts = 100
 	}
@@ -126,6 +137,8 @@ const (
 	phaseMax       = 2 * time.Minute
 	soakMax        = 2 * time.Hour
 	slowStreamsMax = 50_000
+	settleMax      = 10 * time.Minute
+	settleRateMax  = 50_000
 )
 
 func (c *Config) validate() error {
@@ -147,6 +160,12 @@ func (c *Config) validate() error {
 	}
 	if c.Rate < 0 || c.SoakRate <= 0 {
 		errs = append(errs, errors.New("rate: negative"))
+	}
+	if c.SettleRate <= 0 || c.SettleRate > settleRateMax {
+		errs = append(errs, fmt.Errorf("settle rate: want (0, %d] requests/s", settleRateMax))
+	}
+	if c.SettleDuration < time.Second || c.SettleDuration > settleMax {
+		errs = append(errs, fmt.Errorf("settle duration: want 1s..%s", settleMax))
 	}
 	if c.Accounts < 1 || c.KeysPerAccount < 1 || c.Credits < 1 {
 		errs = append(errs, errors.New("accounts, keys per account and credits must be positive"))
@@ -181,7 +200,10 @@ type comparer struct {
 	targets []target // direct, forwarder, edge
 	fwd     *stack.Proc
 	edgeLog *os.File
-	notes   []string // said in every scenario's summary
+	// background are the processes that settle and record the edge's traffic (Kafka,
+	// ledgerd, analytics, ClickHouse), reniced to BackgroundNice.
+	background []load.Proc
+	notes      []string // said in every scenario's summary
 }
 
 // Run runs the comparison. It returns an error when the stack cannot run, a scenario fails to
@@ -313,12 +335,13 @@ func (c *comparer) start(ctx context.Context) error {
 	if pid := s.ClickHousePid(); pid > 0 {
 		background = append(background, load.Proc{Name: "clickhouse", Pid: pid})
 	}
+	c.background = background
 	if n := c.cfg.BackgroundNice; n != 0 {
+		if err := c.reniceBackground(n); err != nil {
+			return err
+		}
 		var names []string
 		for _, p := range background {
-			if err := stack.Renice(p.Pid, n); err != nil {
-				return fmt.Errorf("renice %s: %w", p.Name, err)
-			}
 			names = append(names, p.Name)
 		}
 		c.notes = append(c.notes, fmt.Sprintf("%s run at nice %d (-background-nice): in production they run on other machines; "+
@@ -423,6 +446,7 @@ type ScenarioResult struct {
 	Checks  []Check        `json:"checks,omitempty"`
 	Slow    []SlowTarget   `json:"slow,omitempty"`
 	Soak    *load.Result   `json:"soak,omitempty"`
+	Settle  *SettleResult  `json:"settle,omitempty"`
 	Verify  *verify.Report `json:"verify,omitempty"`
 	Notes   []string       `json:"notes,omitempty"`
 }
@@ -442,6 +466,8 @@ func (c *comparer) scenario(ctx context.Context, name string) error {
 		err = c.slow(ctx, sc, res)
 	case Soak:
 		err = c.soak(ctx, sc, res)
+	case Settle:
+		err = c.settle(ctx, sc, res)
 	}
 	if err != nil {
 		return fmt.Errorf("scenario %s: %w", sc.Name, err)

@@ -3,6 +3,7 @@ package compare
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"tollgate/bench/load"
 	"tollgate/bench/load/report"
@@ -34,6 +35,8 @@ func Markdown(res *ScenarioResult) string {
 		throughputMarkdown(&b, res)
 	case res.Slow != nil:
 		slowMarkdown(&b, res)
+	case res.Settle != nil:
+		settleMarkdown(&b, res)
 	case res.Soak != nil:
 		b.WriteString("## Soak\n\n" + report.LoadMarkdown(res.Soak) + "\n")
 	case res.Verify != nil:
@@ -83,13 +86,7 @@ func throughputMarkdown(b *strings.Builder, res *ScenarioResult) {
 		t.Row("background CPU µs per request during the closed loop ("+r.EdgeBackgroundProcessesCounted+")", f1(r.EdgeBackgroundCPUPerRequestUs), "")
 	}
 	b.WriteString(t.String() + "\n")
-	if len(res.Checks) > 0 {
-		c := report.NewTable("reference target", "measured", "want", "")
-		for _, ch := range res.Checks {
-			c.Row(ch.Name, fmt.Sprintf("%.2f", ch.Value), ch.Want, map[bool]string{true: "met", false: "**missed**"}[ch.OK])
-		}
-		b.WriteString(c.String() + "\n")
-	}
+	checksMarkdown(b, res.Checks)
 
 	b.WriteString("## Throughput (closed loop)\n\n")
 	tt := report.NewTable("target", "req/s", "rounds min–max", "ok", "errors", "proxy CPU µs/req", "mock CPU µs/req", "generator CPU µs/req")
@@ -140,6 +137,93 @@ func throughputMarkdown(b *strings.Builder, res *ScenarioResult) {
 		}
 	}
 	b.WriteString(pt.String() + "\n")
+}
+
+// checksMarkdown is the table of reference targets met or missed.
+func checksMarkdown(b *strings.Builder, checks []Check) {
+	if len(checks) == 0 {
+		return
+	}
+	c := report.NewTable("reference target", "measured", "want", "")
+	for _, ch := range checks {
+		c.Row(ch.Name, fmt.Sprintf("%.2f", ch.Value), ch.Want, map[bool]string{true: "met", false: "**missed**"}[ch.OK])
+	}
+	b.WriteString(c.String() + "\n")
+}
+
+func settleMarkdown(b *strings.Builder, res *ScenarioResult) {
+	s := res.Settle
+	fmt.Fprintf(b, "The edge alone in an open loop at %.0f req/s for %s (≤ %d in flight), with Kafka, ledgerd, analytics and ClickHouse "+
+		"at normal priority for the scenario. Settlement lag is, per billed request, ledgerd's `settled_requests.settled_ms` "+
+		"minus the moment the load generator had read the response to its end.\n\n", s.Rate, s.Duration, res.Conns)
+	checksMarkdown(b, res.Checks)
+
+	b.WriteString("## Settlement lag\n\n")
+	l := s.Lag
+	t := report.NewTable("", "count", "p50", "p90", "p99", "p99.9", "max")
+	t.Row(append([]string{"settlement lag", fmt.Sprint(l.Lag.Count)}, report.LatencyRow(l.Lag)...)...)
+	if r := s.Load; r != nil {
+		t.Row(append([]string{"response latency (from scheduled send)", fmt.Sprint(r.Latency.Count)}, report.LatencyRow(r.Latency)...)...)
+		t.Row(append([]string{"dispatch lag", fmt.Sprint(r.Lag.Count)}, report.LatencyRow(r.Lag)...)...)
+	}
+	b.WriteString(t.String() + "\n")
+	if len(l.Intervals) > 0 {
+		b.WriteString("By when the responses ended (a stall shows as the seconds it hit):\n\n")
+		it := report.NewTable("ended (s)", "count", "p50", "p99", "max")
+		for _, iv := range l.Intervals {
+			if iv.Count == 0 {
+				it.Row(fmt.Sprintf("%g–%g", iv.From, iv.To), "0", "-", "-", "-")
+				continue
+			}
+			it.Row(fmt.Sprintf("%g–%g", iv.From, iv.To), fmt.Sprint(iv.Count), us(iv.P50Us), us(iv.P99Us), us(iv.MaxUs))
+		}
+		b.WriteString(it.String() + "\n")
+	}
+	f := report.NewTable("", "value")
+	if r := s.Load; r != nil {
+		f.Row("sent / ok", fmt.Sprintf("%d / %d", r.Sent, r.OK))
+		f.Row("achieved rate (ok over first send to last answer)", fmt.Sprintf("%.0f req/s", r.Throughput))
+		f.Row("errors", report.Errors(r.Errors))
+	}
+	f.Row("billed requests (200 with a request id)", fmt.Sprint(l.Billed))
+	f.Row("settled / not settled", fmt.Sprintf("%d / %d", l.Settled, l.Missing))
+	f.Row("from the load's end until the last settled", s.Wait.Round(time.Millisecond).String())
+	if l.NoEndTime > 0 {
+		f.Row("settled, no end time in the log (not in the lag)", fmt.Sprint(l.NoEndTime))
+	}
+	if l.Early > 0 {
+		f.Row("settled_ms before the end time (ms truncation; counted as 0)", fmt.Sprint(l.Early))
+	}
+	f.Row("earlier scenarios' records: waited before the load / still unsettled",
+		fmt.Sprintf("%s / %d", s.Drain.Round(time.Millisecond), s.DrainLeft))
+	if bs := s.Batches; bs.Error != "" {
+		f.Row("ledgerd batches", "n/a: "+bs.Error)
+	} else {
+		f.Row("ledgerd batches / records settled / records per batch", fmt.Sprintf("%d / %d / %.0f", bs.Batches, bs.Records, bs.RecordsPerBatch))
+		f.Row("ledgerd batch time, fetch to commit (mean)", report.Us(bs.MeanSeconds*1e6))
+	}
+	b.WriteString(f.String() + "\n")
+
+	b.WriteString("## Processes\n\n")
+	b.WriteString("CPU during the load, and after it until the last record had settled (the background catching up). " +
+		"CPU µs per request is both over the billed requests.\n\n")
+	p := report.NewTable("process", "CPU s (load)", "cores (load)", "CPU s (after)", "CPU µs/req", "RSS peak")
+	for _, u := range s.Procs {
+		if u.Error != "" {
+			p.Row(u.Name, "n/a: "+u.Error)
+			continue
+		}
+		p.Row(u.Name, fmt.Sprintf("%.2f", u.LoadCPUSec), fmt.Sprintf("%.2f", u.LoadCores), fmt.Sprintf("%.2f", u.WaitCPUSec),
+			f1(u.CPUPerRequest), report.Bytes(u.RSSPeakBytes))
+	}
+	b.WriteString(p.String() + "\n")
+	b.WriteString("How to read it:\n\n" +
+		"- ledgerd runs on SQLite here (a file under the data dir, WAL, `synchronous=FULL`); in production it would use " +
+		"PostgreSQL on another machine, and Kafka, analytics and ClickHouse would not share the edge's two cores either.\n" +
+		"- `settled_ms` and the end time are the same machine's wall clock, so no clock skew enters; `settled_ms` has " +
+		"millisecond resolution (truncated), so each lag reads up to 1 ms short.\n" +
+		"- `settled_ms` is taken when ledgerd's settle transaction starts; the balance is visible at its commit, later by " +
+		"at most that batch's database time (the mean fetch-to-commit above bounds it).\n\n")
 }
 
 func slowMarkdown(b *strings.Builder, res *ScenarioResult) {
@@ -230,6 +314,21 @@ func Chart(res *ScenarioResult) []byte {
 			ttft.Series = append(ttft.Series, report.Series{Name: s.Target, Points: load.Spectrum(s.Result.TTFTHist)})
 		}
 		return report.LatencyChart(res.Title+" — "+res.Meta.Commit, []report.Panel{ttft, lat})
+	case res.Settle != nil:
+		// Over time rather than by percentile: the tail of a settlement lag is usually one
+		// stall, and when it happened is what explains it.
+		series := []report.TimeSeries{{Name: "p50"}, {Name: "p99"}, {Name: "max"}}
+		for _, iv := range res.Settle.Lag.Intervals {
+			if iv.Count == 0 {
+				continue
+			}
+			at := (iv.From + iv.To) / 2
+			for i, v := range []int64{iv.P50Us, iv.P99Us, iv.MaxUs} {
+				series[i].Points = append(series[i].Points, report.TimePoint{Seconds: at, Value: float64(v)})
+			}
+		}
+		return report.TimeChart(fmt.Sprintf("%s at %.0f req/s — %s", res.Title, res.Settle.Rate, res.Meta.Commit),
+			"settlement lag, by when the response ended", series, func(v float64) string { return report.Us(v) })
 	case res.Soak != nil:
 		var series []report.TimeSeries
 		names := []string{res.Soak.Generator.Name}

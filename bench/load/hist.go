@@ -22,8 +22,8 @@ func NewHistogram() *hdrhistogram.Histogram {
 	return hdrhistogram.New(histMinUs, histMaxUs, histDigits)
 }
 
-// recordDuration adds d (clamped into the histogram's range) to h.
-func recordDuration(h *hdrhistogram.Histogram, d time.Duration) {
+// RecordDuration adds d (clamped into the histogram's range) to h.
+func RecordDuration(h *hdrhistogram.Histogram, d time.Duration) {
 	us := d.Microseconds()
 	us = max(us, histMinUs)
 	us = min(us, histMaxUs)
@@ -50,7 +50,7 @@ func newShardedHist() *shardedHist {
 func (s *shardedHist) record(worker int, d time.Duration) {
 	sh := &s.shards[worker%histShardsN]
 	sh.mu.Lock()
-	recordDuration(sh.h, d)
+	RecordDuration(sh.h, d)
 	sh.mu.Unlock()
 }
 

@@ -201,6 +201,10 @@ type LogEntry struct {
 	Complete  bool         `json:"complete"` // the whole body arrived (a stream saw message_stop)
 	Error     string       `json:"error,omitempty"`
 	Tokens    usage.Tokens `json:"tokens"` // the usage the mock was told to report
+	// EndUnixUs is when the answer ended (the body read to its end, or the failure), in wall
+	// clock µs since the Unix epoch: bench compare's settle scenario measures settlement lag
+	// from it. 0 in logs written before the field existed.
+	EndUnixUs int64 `json:"end_unix_us,omitempty"`
 }
 
 // errorKindsMax bounds the distinct error kinds counted; more go under "other".
@@ -382,7 +386,7 @@ func (r *run) do(worker int, j job) {
 	if r.log != nil {
 		e := LogEntry{RequestID: string(resp.Header.Peek("request-id")), AccountID: key.AccountID,
 			Shape: shape.Name, Model: shape.Model, Stream: shape.Stream, Status: status,
-			Complete: complete, Error: kind, Tokens: shape.Tokens}
+			Complete: complete, Error: kind, Tokens: shape.Tokens, EndUnixUs: done.UnixMicro()}
 		r.writeLog(&e)
 	}
 }

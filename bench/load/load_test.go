@@ -40,12 +40,14 @@ func readLog(t *testing.T, b []byte) []load.LogEntry {
 func TestRunClosedLoopAgainstMock(t *testing.T) {
 	base, srv := mock.Start(t, mock.Config{RecordMax: -1})
 	var logBuf bytes.Buffer
+	before := time.Now()
 	res, err := load.Run(context.Background(), load.Config{
 		URL: base, Conns: 8, Requests: 300, Duration: 30 * time.Second,
 		Shapes: testShapes, Keys: []load.Key{{Secret: "k1", AccountID: "a1"}, {Secret: "k2", AccountID: "a2"}},
 		Log: &logBuf,
 	})
 	require.NoError(t, err)
+	after := time.Now()
 	require.Equal(t, "closed", res.Mode)
 	require.Equal(t, int64(300), res.Sent)
 	require.Equal(t, int64(300), res.OK, "errors: %v", res.Errors)
@@ -71,6 +73,8 @@ func TestRunClosedLoopAgainstMock(t *testing.T) {
 		ids[e.RequestID] = true
 		perShape[e.Shape]++
 		require.Contains(t, []string{"a1", "a2"}, e.AccountID)
+		require.GreaterOrEqual(t, e.EndUnixUs, before.UnixMicro())
+		require.LessOrEqual(t, e.EndUnixUs, after.UnixMicro())
 	}
 	require.Equal(t, map[string]int{"json": 150, "sse": 150}, perShape)
 }

@@ -86,6 +86,8 @@ type Stack struct {
 	ClickHouseDSN string
 	// Why analytics is off, when it is.
 	AnalyticsOff string
+	// LedgerDB is what ledgerd was given: Config.LedgerDB, or the SQLite file under DataDir.
+	LedgerDB string
 }
 
 // Start brings every service up in dependency order and waits until each answers.
@@ -139,6 +141,7 @@ func (s *Stack) start(ctx context.Context, cfg Config) error {
 	if ledgerDB == "" {
 		ledgerDB = filepath.Join(cfg.DataDir, "ledger.db")
 	}
+	s.LedgerDB = ledgerDB
 	s.Ledgerd = &Proc{Name: "ledgerd", Path: s.bin("ledgerd"), Args: []string{"serve"},
 		Env: s.env(
 			"TOLLGATE_LEDGER_DB="+ledgerDB,

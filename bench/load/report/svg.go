@@ -187,9 +187,12 @@ func TimeChart(title, yLabel string, series []TimeSeries, format func(float64) s
 		}
 	}
 	vMax *= 1.1
-	plotW := float64(w - marginL - marginR - 60)
-	plotH := float64(panelH - marginT - marginB)
+	// legendW is the room right of the plot for the series names; without it they run off
+	// the SVG's edge.
+	const legendW = 120
 	x0, y0 := float64(marginL+40), float64(titleH+marginT)
+	plotW := float64(w) - x0 - marginR - legendW
+	plotH := float64(panelH - marginT - marginB)
 	px := func(t float64) float64 { return x0 + t/tMax*plotW }
 	py := func(v float64) float64 { return y0 + plotH - v/vMax*plotH }
 	for i := 0; i <= 5; i++ {

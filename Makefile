@@ -19,7 +19,7 @@ fuzz:
 # in alternating rounds, then a money check. Results go to bench/results/. About 6 minutes;
 # SOAK=1 adds a 10-minute soak of the edge.
 comma := ,
-BENCH_SCENARIOS := nonstream,stream20,mixed,slow$(if $(SOAK),$(comma)soak)
+BENCH_SCENARIOS := nonstream,stream20,mixed,slow,settle$(if $(SOAK),$(comma)soak)
 bench: build
 	$(BIN)/bench compare -repo . -bin-dir $(BIN) -scenarios $(BENCH_SCENARIOS)
 

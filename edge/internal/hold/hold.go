@@ -50,9 +50,6 @@ package hold
 
 import (
 	"strings"
-	"unsafe"
-
-	"github.com/tidwall/gjson"
 
 	"tollgate/pkg/pricing"
 )
@@ -133,48 +130,43 @@ func Compute(in Input, r Rates) int64 {
 // it first); it is only read, never retained, and Scan does not allocate for ordinary bodies.
 // MaxTokens is left to the caller, which has validated it.
 func Scan(body []byte) Input {
-	// A string view of the body, not a copy: gjson only reads it.
-	s := unsafe.String(unsafe.SliceData(body), len(body))
 	var in Input
 	var media int64
-	gjson.Parse(s).ForEach(func(k, v gjson.Result) bool {
-		switch k.Str {
+	for k, v := range each(body[skipWS(body, 0):]) {
+		switch text(k) {
 		case "messages":
-			v.ForEach(func(_, m gjson.Result) bool {
-				if c := field(m, "content"); c.IsArray() {
+			for _, m := range each(v) {
+				if c := field(m, "content"); isArray(c) {
 					media += scanBlocks(c, &in, true)
 				}
-				return true
-			})
+			}
 		case "tools":
-			v.ForEach(func(_, t gjson.Result) bool {
+			for _, t := range each(v) {
 				scanTool(t, &in)
-				return true
-			})
+			}
 		case "mcp_servers":
-			// Tools of remote MCP servers run on the upstream like server tools.
-			v.ForEach(func(_, _ gjson.Result) bool {
+			// Tools of remote MCP servers run on the upstream like server tools. A value
+			// that is not a list counts as one server; the upstream refuses it anyway.
+			for range each(v) {
 				in.ToolUses = satAdd(in.ToolUses, ServerToolUsesDefault)
-				return true
-			})
+			}
 		case "thinking":
-			in.ThinkingBudget = max(v.Get("budget_tokens").Int(), 0)
+			in.ThinkingBudget = max(integer(first(v, "budget_tokens")), 0)
 		}
-		return true
-	})
+	}
 	in.TextBytes = max(int64(len(body))-media, 0)
 	return in
 }
 
 // scanBlocks counts the images and documents of a content array and returns the bytes of
 // their sources. Tool results nest content blocks one level (nested is false inside).
-func scanBlocks(blocks gjson.Result, in *Input, nested bool) int64 {
+func scanBlocks(blocks []byte, in *Input, nested bool) int64 {
 	var media int64
-	blocks.ForEach(func(_, b gjson.Result) bool {
+	for _, b := range each(blocks) {
 		// One pass over the block: its source may be megabytes of base64.
-		var typ, source, content gjson.Result
-		b.ForEach(func(k, v gjson.Result) bool {
-			switch k.Str {
+		var typ, source, content []byte
+		for k, v := range each(b) {
+			switch text(k) {
 			case "type":
 				typ = v
 			case "source":
@@ -182,51 +174,34 @@ func scanBlocks(blocks gjson.Result, in *Input, nested bool) int64 {
 			case "content":
 				content = v
 			}
-			return true
-		})
-		switch typ.Str {
+		}
+		switch text(typ) {
 		case "image":
 			in.Images++
-			media += int64(len(source.Raw))
+			media += int64(len(source))
 		case "document":
-			switch field(source, "type").Str {
+			switch text(field(source, "type")) {
 			case "text", "content": // plain text, or text blocks: counted as text
 			default:
 				in.Documents++
-				media += int64(len(source.Raw))
+				media += int64(len(source))
 			}
 		case "tool_result":
-			if nested && content.IsArray() {
+			if nested && isArray(content) {
 				media += scanBlocks(content, in, false)
 			}
 		}
-		return true
-	})
-	return media
-}
-
-// field is obj's member named key (the last one, as JSON decoders take it), read in one pass
-// without gjson's path syntax.
-func field(obj gjson.Result, key string) gjson.Result {
-	var out gjson.Result
-	if obj.IsObject() {
-		obj.ForEach(func(k, v gjson.Result) bool {
-			if k.Str == key {
-				out = v
-			}
-			return true
-		})
 	}
-	return out
+	return media
 }
 
 // scanTool counts what a server tool may do; client tools (custom, bash, text editor,
 // computer use, memory) run on the client and are only text here.
-func scanTool(t gjson.Result, in *Input) {
-	typ := t.Get("type").Str
+func scanTool(t []byte, in *Input) {
+	typ := text(first(t, "type"))
 	uses := func() int64 {
-		if n := t.Get("max_uses"); n.Exists() {
-			return max(n.Int(), 0)
+		if n := first(t, "max_uses"); n != nil {
+			return max(integer(n), 0)
 		}
 		return ServerToolUsesDefault
 	}
@@ -236,8 +211,8 @@ func scanTool(t gjson.Result, in *Input) {
 	case strings.HasPrefix(typ, "web_fetch_"):
 		n := uses()
 		per := int64(WebFetchTokens)
-		if m := t.Get("max_content_tokens"); m.Exists() {
-			per = max(m.Int(), 0)
+		if m := first(t, "max_content_tokens"); m != nil {
+			per = max(integer(m), 0)
 		}
 		in.WebFetches = satAdd(in.WebFetches, n)
 		in.WebFetchTokens = satAdd(in.WebFetchTokens, satMul(n, per))

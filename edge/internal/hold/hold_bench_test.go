@@ -6,7 +6,7 @@ import (
 	"tollgate/edge/internal/hold"
 )
 
-// BenchmarkScanAndCompute is the hold's share of a request: reading the body once with gjson
+// BenchmarkScanAndCompute is the hold's share of a request: reading the body once
 // and the arithmetic, for each request shape of the tests (the image shapes carry 300 KiB
 // and 40 KiB of base64).
 func BenchmarkScanAndCompute(b *testing.B) {

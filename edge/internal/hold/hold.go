@@ -50,6 +50,7 @@ package hold
 
 import (
 	"strings"
+	"tollgate/edge/internal/jsonstr"
 
 	"tollgate/pkg/pricing"
 )
@@ -133,7 +134,7 @@ func Scan(body []byte) Input {
 	var in Input
 	var media int64
 	for k, v := range each(body[skipWS(body, 0):]) {
-		switch text(k) {
+		switch jsonstr.Text(k) {
 		case "messages":
 			for _, m := range each(v) {
 				if c := field(m, "content"); isArray(c) {
@@ -166,7 +167,7 @@ func scanBlocks(blocks []byte, in *Input, nested bool) int64 {
 		// One pass over the block: its source may be megabytes of base64.
 		var typ, source, content []byte
 		for k, v := range each(b) {
-			switch text(k) {
+			switch jsonstr.Text(k) {
 			case "type":
 				typ = v
 			case "source":
@@ -175,12 +176,12 @@ func scanBlocks(blocks []byte, in *Input, nested bool) int64 {
 				content = v
 			}
 		}
-		switch text(typ) {
+		switch jsonstr.Text(typ) {
 		case "image":
 			in.Images++
 			media += int64(len(source))
 		case "document":
-			switch text(field(source, "type")) {
+			switch jsonstr.Text(field(source, "type")) {
 			case "text", "content": // plain text, or text blocks: counted as text
 			default:
 				in.Documents++
@@ -198,7 +199,7 @@ func scanBlocks(blocks []byte, in *Input, nested bool) int64 {
 // scanTool counts what a server tool may do; client tools (custom, bash, text editor,
 // computer use, memory) run on the client and are only text here.
 func scanTool(t []byte, in *Input) {
-	typ := text(first(t, "type"))
+	typ := jsonstr.Text(first(t, "type"))
 	uses := func() int64 {
 		if n := first(t, "max_uses"); n != nil {
 			return max(integer(n), 0)

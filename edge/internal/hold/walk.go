@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"iter"
 	"math/bits"
-	"unsafe"
+	"tollgate/edge/internal/jsonstr"
 
 	"github.com/tidwall/gjson"
 )
@@ -147,23 +147,10 @@ func each(v []byte) iter.Seq2[[]byte, []byte] {
 	}
 }
 
-// text is the value of the JSON string s (raw, quotes included), or "" when s is not a
-// string, like gjson's Result.Str. It aliases s unless s has escapes; those are decoded by
-// gjson, which allocates.
-func text(s []byte) string {
-	if len(s) < 2 || s[0] != '"' {
-		return ""
-	}
-	if bytes.IndexByte(s, '\\') < 0 {
-		return unsafe.String(&s[1], len(s)-2)
-	}
-	return gjson.Parse(view(s)).Str
-}
-
 // integer is the JSON value v read as gjson's Result.Int reads it: numbers truncated,
 // numeric strings parsed, true as 1, anything else 0.
 func integer(v []byte) int64 {
-	return gjson.Parse(view(v)).Int()
+	return gjson.Parse(jsonstr.View(v)).Int()
 }
 
 // field is obj's member named key, the last one as JSON decoders take it (nil when obj is not
@@ -172,7 +159,7 @@ func field(obj []byte, key string) []byte {
 	var out []byte
 	if len(obj) > 0 && obj[0] == '{' {
 		for k, v := range each(obj) {
-			if text(k) == key {
+			if jsonstr.Text(k) == key {
 				out = v
 			}
 		}
@@ -184,7 +171,7 @@ func field(obj []byte, key string) []byte {
 func first(obj []byte, key string) []byte {
 	if len(obj) > 0 && obj[0] == '{' {
 		for k, v := range each(obj) {
-			if text(k) == key {
+			if jsonstr.Text(k) == key {
 				return v
 			}
 		}
@@ -194,6 +181,3 @@ func first(obj []byte, key string) []byte {
 
 // isArray reports whether the raw value v is an array.
 func isArray(v []byte) bool { return len(v) > 0 && v[0] == '[' }
-
-// view is b as a string, not a copy: gjson only reads it while b is alive.
-func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }

@@ -5,10 +5,8 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"strconv"
+	"tollgate/edge/internal/jsonstr"
 	"unicode/utf8"
-	"unsafe"
-
-	"github.com/tidwall/gjson"
 
 	"tollgate/edge/internal/apierr"
 )
@@ -58,13 +56,13 @@ func parseMessages(body []byte) (messagesRequest, *apierr.Error) {
 	var unpriced *apierr.Error
 	ok := validJSON(body, func(k, v []byte) {
 		// Later duplicates replace earlier ones, as JSON decoders take them.
-		switch text(k) {
+		switch jsonstr.Text(k) {
 		case "speed":
-			if string(v) != "null" && text(v) != "standard" {
+			if string(v) != "null" && jsonstr.Text(v) != "standard" {
 				unpriced = errSpeed
 			}
 		case "inference_geo":
-			if string(v) != "null" && text(v) != "global" {
+			if string(v) != "null" && jsonstr.Text(v) != "global" {
 				unpriced = errInferenceGeo
 			}
 		case "model":
@@ -89,7 +87,7 @@ func parseMessages(body []byte) (messagesRequest, *apierr.Error) {
 	if body[skipWS(body, 0)] != '{' {
 		return r, errNotObject
 	}
-	m := text(model) // "" when model is missing or not a string
+	m := jsonstr.Text(model) // "" when model is missing or not a string
 	switch {
 	case model == nil:
 		return r, errModelMissing
@@ -107,7 +105,7 @@ func parseMessages(body []byte) (messagesRequest, *apierr.Error) {
 	}
 	// The raw number, not a float: "1.5", "1e3" and out-of-range values are refused rather
 	// than rounded; strings and other types fail to parse.
-	n, err := strconv.ParseInt(view(maxTokens), 10, 64)
+	n, err := strconv.ParseInt(jsonstr.View(maxTokens), 10, 64)
 	if err != nil || n <= 0 || n > maxTokensMax {
 		return r, errMaxTokensType
 	}
@@ -122,22 +120,6 @@ func parseMessages(body []byte) (messagesRequest, *apierr.Error) {
 	r.maxTokens = n
 	return r, nil
 }
-
-// text is the value of the JSON string s (raw and valid, quotes included), or "" when s is
-// not a string, as gjson's Result.Str reads it. It aliases s unless s has escapes, which
-// gjson decodes into a new string.
-func text(s []byte) string {
-	if len(s) < 2 || s[0] != '"' {
-		return ""
-	}
-	if bytes.IndexByte(s, '\\') < 0 {
-		return unsafe.String(&s[1], len(s)-2)
-	}
-	return gjson.Parse(view(s)).Str
-}
-
-// view is b as a string, not a copy: it is only read while b is alive.
-func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // validJSON reports whether b is one JSON text as gjson.Valid judges it — RFC 8259, except
 // that UTF-8 inside strings is left to the caller — and calls member with the raw key and

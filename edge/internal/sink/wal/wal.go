@@ -149,8 +149,8 @@ type WAL struct {
 	lock *os.File
 
 	mu       sync.Mutex
-	frame    []byte     // Append's encoding buffer
-	unsynced []byte     // frames written since the syncer last took them
+	frame    []byte // Append's encoding buffer
+	unsynced []byte // frames written since the syncer last took them
 	round    *round // the sync round that will cover unsynced
 	dirDirty bool   // a segment was created since the syncer last synced the directory
 	nextSeq  uint64

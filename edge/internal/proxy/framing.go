@@ -39,13 +39,18 @@ func framingConflict(raw []byte) bool {
 }
 
 // isField reports whether a header line starts with name (lower case) and a colon, ASCII
-// case-insensitively. fasthttp refuses space before the colon, so none is allowed here.
+// case-insensitively (letters only: folding every byte with |0x20 would read "Content\rLength"
+// as content-length). fasthttp refuses space before the colon, so none is allowed here.
 func isField(line []byte, name string) bool {
 	if len(line) <= len(name) || line[len(name)] != ':' {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		if line[i]|0x20 != name[i] {
+		c := line[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != name[i] {
 			return false
 		}
 	}

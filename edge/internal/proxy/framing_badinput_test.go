@@ -29,6 +29,7 @@ func TestFramingConflict(t *testing.T) {
 		{"look-alike names", "Content-Length-X: 5\r\nX-Transfer-Encoding: chunked\r\nTransfer-Encodings: x\r\n\r\n", false},
 		{"value mentions the other", "Content-Length: 5\r\nX-Note: Transfer-Encoding: chunked\r\n\r\n", false},
 		{"empty", "", false},
+		{"control byte in the name folds to a dash under |0x20", "Transfer-Encoding: chunked\nContent\rLength: 5\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.want, framingConflict([]byte(tc.raw)))

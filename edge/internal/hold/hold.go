@@ -152,7 +152,7 @@ func Scan(body []byte) Input {
 				in.ToolUses = satAdd(in.ToolUses, ServerToolUsesDefault)
 			}
 		case "thinking":
-			in.ThinkingBudget = max(integer(first(v, "budget_tokens")), 0)
+			in.ThinkingBudget = max(integer(field(v, "budget_tokens")), 0)
 		}
 	}
 	in.TextBytes = max(int64(len(body))-media, 0)
@@ -199,9 +199,9 @@ func scanBlocks(blocks []byte, in *Input, nested bool) int64 {
 // scanTool counts what a server tool may do; client tools (custom, bash, text editor,
 // computer use, memory) run on the client and are only text here.
 func scanTool(t []byte, in *Input) {
-	typ := jsonstr.Text(first(t, "type"))
+	typ := jsonstr.Text(field(t, "type"))
 	uses := func() int64 {
-		if n := first(t, "max_uses"); n != nil {
+		if n := field(t, "max_uses"); n != nil {
 			return max(integer(n), 0)
 		}
 		return ServerToolUsesDefault
@@ -212,7 +212,7 @@ func scanTool(t []byte, in *Input) {
 	case strings.HasPrefix(typ, "web_fetch_"):
 		n := uses()
 		per := int64(WebFetchTokens)
-		if m := first(t, "max_content_tokens"); m != nil {
+		if m := field(t, "max_content_tokens"); m != nil {
 			per = max(integer(m), 0)
 		}
 		in.WebFetches = satAdd(in.WebFetches, n)

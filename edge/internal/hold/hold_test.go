@@ -319,6 +319,17 @@ func TestScanReadsJSONAsDecoders(t *testing.T) {
 			want: hold.Input{},
 		},
 		{
+			name: "the last budget_tokens counts",
+			body: `{"thinking":{"type":"enabled","budget_tokens":1,"budget_tokens":5000},"messages":[]}`,
+			want: hold.Input{ThinkingBudget: 5000},
+		},
+		{
+			name: "the last type, max_uses and max_content_tokens of a tool count",
+			body: `{"tools":[{"type":"custom","type":"web_fetch_20250910","max_uses":1,"max_uses":3,"max_content_tokens":1,"max_content_tokens":100},` +
+				`{"type":"web_search_20250305","type":"custom","max_uses":9}],"messages":[]}`,
+			want: hold.Input{WebFetches: 3, WebFetchTokens: 300},
+		},
+		{
 			name: "an MCP server list that is not a list counts as one server",
 			body: `{"mcp_servers":{"type":"url"},"messages":[]}`,
 			want: hold.Input{ToolUses: hold.ServerToolUsesDefault},

@@ -167,17 +167,5 @@ func field(obj []byte, key string) []byte {
 	return out
 }
 
-// first is obj's first member named key, as gjson's Get finds it.
-func first(obj []byte, key string) []byte {
-	if len(obj) > 0 && obj[0] == '{' {
-		for k, v := range each(obj) {
-			if jsonstr.Text(k) == key {
-				return v
-			}
-		}
-	}
-	return nil
-}
-
 // isArray reports whether the raw value v is an array.
 func isArray(v []byte) bool { return len(v) > 0 && v[0] == '[' }

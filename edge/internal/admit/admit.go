@@ -1,7 +1,6 @@
 // Package admit decides whether an account may start a request (DESIGN §3 step 2): the
 // request's hold must be covered by what the account has available. The proxy only sees the
-// Admitter interface, so the stage-1 balance check (admit/balance) can be replaced by credit
-// leases without touching the request path.
+// Admitter interface; the edge implements it with credit leases (admit/lease).
 package admit
 
 import (

@@ -21,12 +21,12 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"tollgate/bench/mock"
-	"tollgate/edge/internal/admit/balance"
+	"tollgate/edge/internal/admit/lease"
 	"tollgate/edge/internal/auth"
 	"tollgate/edge/internal/ledger"
 	"tollgate/edge/internal/metrics"
 	"tollgate/edge/internal/proxy"
-	"tollgate/edge/internal/sink/memq"
+	"tollgate/edge/internal/sink/wal"
 	"tollgate/pkg/bus"
 	"tollgate/pkg/bus/bustest"
 	"tollgate/pkg/ledgerapi"
@@ -34,19 +34,35 @@ import (
 	"tollgate/pkg/usage"
 )
 
-// The integration tests run the proxy with its real parts — the real auth cache, balance
-// admitter, record queue and Kafka producer, the bench mock as upstream and an in-process
-// kfake broker — behind a real fasthttp server, and talk to it with net/http. Only ledgerd
-// is replaced, behind its two small interfaces; the end-to-end suite runs the real one.
+// The integration tests run the proxy with its real parts — the real auth cache, lease
+// admitter, write-ahead log (in a temporary directory) and Kafka producer, the bench mock as
+// upstream and an in-process kfake broker — behind a real fasthttp server, and talk to it
+// with net/http. Only ledgerd is replaced, behind the edge's client interface (as the lease
+// package's and edge/internal/app's tests do); the end-to-end suite runs the real one.
 
 const upstreamKey = "sk-upstream-operator-secret"
 
-// fakeLedger answers key lookups and balances from memory and counts key lookups.
+// fakeLedger answers key lookups from memory, counting them, and keeps ledgerd's lease
+// arithmetic (ledgerd/README.md "Lease arithmetic") for this one node: available = balance −
+// what open leases were granted − what released leases reported spent (nothing settles
+// here); a grant or extend takes min(want, available/4) when that covers min, else exactly
+// min when available covers it, else 402 with what is available.
 type fakeLedger struct {
 	mu       sync.Mutex
 	keys     map[string]ledgerapi.Key
 	balances map[string]int64
+	leases   map[string]*fakeLease
 	keyCalls atomic.Int32
+}
+
+type fakeLease struct {
+	account        string
+	granted, spent int64
+	open           bool
+}
+
+func newFakeLedger() *fakeLedger {
+	return &fakeLedger{keys: map[string]ledgerapi.Key{}, balances: map[string]int64{}, leases: map[string]*fakeLease{}}
 }
 
 func (l *fakeLedger) LookupKey(_ context.Context, hashHex string) (ledgerapi.Key, error) {
@@ -60,10 +76,93 @@ func (l *fakeLedger) LookupKey(_ context.Context, hashHex string) (ledgerapi.Key
 	return k, nil
 }
 
+// availableLocked is the account's balance net of every lease's reservation; l.mu is held.
+func (l *fakeLedger) availableLocked(id string) int64 {
+	avail := l.balances[id]
+	for _, ls := range l.leases {
+		switch {
+		case ls.account != id:
+		case ls.open:
+			avail -= ls.granted
+		default:
+			avail -= ls.spent
+		}
+	}
+	return avail
+}
+
 func (l *fakeLedger) Balance(_ context.Context, id string) (ledgerapi.Balance, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return ledgerapi.Balance{AccountID: id, BalanceMicrocredits: l.balances[id], AvailableMicrocredits: l.balances[id]}, nil
+	return ledgerapi.Balance{AccountID: id, BalanceMicrocredits: l.balances[id], AvailableMicrocredits: l.availableLocked(id)}, nil
+}
+
+// grantLocked adds to ls what the account can spare of want (at least minimum) and
+// files it under leaseID; l.mu is held.
+func (l *fakeLedger) grantLocked(leaseID string, ls *fakeLease, want, minimum int64) (ledgerapi.Lease, error) {
+	avail := l.availableLocked(ls.account)
+	amount := min(want, max(avail, 0)/4)
+	if amount < minimum {
+		if avail < minimum {
+			return ledgerapi.Lease{}, &ledger.InsufficientError{Available: avail}
+		}
+		amount = minimum
+	}
+	ls.granted += amount
+	l.leases[leaseID] = ls
+	return ledgerapi.Lease{LeaseID: leaseID, AccountID: ls.account, GrantedMicrocredits: ls.granted,
+		TTLMillis: time.Minute.Milliseconds(), AvailableMicrocredits: l.availableLocked(ls.account)}, nil
+}
+
+func (l *fakeLedger) Grant(_ context.Context, g ledgerapi.Grant) (ledgerapi.Lease, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.balances[g.AccountID]; !ok {
+		return ledgerapi.Lease{}, ledger.ErrNotFound
+	}
+	id := fmt.Sprintf("lease-%d", len(l.leases)+1)
+	return l.grantLocked(id, &fakeLease{account: g.AccountID, open: true}, g.WantMicrocredits, g.MinMicrocredits)
+}
+
+func (l *fakeLedger) Extend(_ context.Context, id string, e ledgerapi.Extend) (ledgerapi.Lease, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls, ok := l.leases[id]
+	switch {
+	case !ok:
+		return ledgerapi.Lease{}, ledger.ErrNotFound
+	case !ls.open:
+		return ledgerapi.Lease{}, ledger.ErrLeaseClosed
+	}
+	ls.spent = max(ls.spent, e.SpentMicrocredits)
+	return l.grantLocked(id, ls, e.WantMicrocredits, e.MinMicrocredits)
+}
+
+func (l *fakeLedger) Release(_ context.Context, id string, r ledgerapi.Release) (ledgerapi.Lease, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls, ok := l.leases[id]
+	if !ok {
+		return ledgerapi.Lease{}, ledger.ErrNotFound
+	}
+	if ls.open {
+		ls.open, ls.spent = false, r.SpentMicrocredits
+	}
+	return ledgerapi.Lease{LeaseID: id, AccountID: ls.account, GrantedMicrocredits: ls.granted,
+		AvailableMicrocredits: l.availableLocked(ls.account)}, nil
+}
+
+// Recalls: with one node, no lease is ever recalled.
+func (*fakeLedger) Recalls(context.Context, string) ([]string, error) { return nil, nil }
+
+// leaseAccount is the account a lease was granted to, or "" when it was never granted.
+func (l *fakeLedger) leaseAccount(id string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ls, ok := l.leases[id]; ok {
+		return ls.account
+	}
+	return ""
 }
 
 func (l *fakeLedger) add(secret string, k ledgerapi.Key, balanceMicro int64) {
@@ -80,7 +179,8 @@ type harness struct {
 	mockURL  string
 	mock     *mock.Server
 	ledger   *fakeLedger
-	queue    *memq.Queue
+	admitter *lease.Admitter
+	wal      *wal.WAL
 	metrics  *metrics.Edge
 	server   *fasthttp.Server
 	brokers  []string
@@ -97,7 +197,7 @@ const (
 	keySuspended = "sk-test-suspended"
 )
 
-type option func(*proxy.Config, *memq.Config)
+type option func(*proxy.Config, *wal.Config)
 
 func newHarness(t testing.TB, opts ...option) *harness {
 	t.Helper()
@@ -105,7 +205,7 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	brokers := bustest.Start(t, 1, usage.Topic)
 	log := slog.New(slog.DiscardHandler)
 
-	fl := &fakeLedger{keys: map[string]ledgerapi.Key{}, balances: map[string]int64{}}
+	fl := newFakeLedger()
 	active := ledgerapi.StatusActive
 	fl.add(keyRich, ledgerapi.Key{KeyID: "key-rich", AccountID: "acct-rich", AccountStatus: active}, 1_000_000_000_000)
 	fl.add(keyPoor, ledgerapi.Key{KeyID: "key-poor", AccountID: "acct-poor", AccountStatus: active}, 50_000)
@@ -116,9 +216,10 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	authn, err := auth.New(auth.Config{TTL: 5 * time.Second, NegativeTTL: time.Minute, Timeout: time.Second, CacheMax: 1000}, fl, log)
 	require.NoError(t, err)
 	t.Cleanup(authn.Close)
-	adm, err := balance.New(balance.Config{TTL: time.Second, Timeout: time.Second, CacheMax: 1000}, fl, log)
+	m := metrics.New()
+	adm, err := lease.New(lease.Config{EdgeID: "edge-test", Timeout: time.Second, CacheMax: 1000, Registerer: m.Registry}, fl, log)
 	require.NoError(t, err)
-	t.Cleanup(adm.Close)
+	t.Cleanup(func() { closeAdmitter(t, adm) })
 
 	cfg := proxy.Config{
 		EdgeID:                   "edge-test",
@@ -136,22 +237,32 @@ func newHarness(t testing.TB, opts ...option) *harness {
 		DrainsMax:                8,
 		LedgerTimeout:            time.Second,
 	}
-	qcfg := memq.Config{QueueMax: 1000, BatchMax: 100}
+	wcfg := wal.Config{Dir: t.TempDir(), SegmentBytes: 1 << 20, BytesMax: 64 << 20, BatchMax: 100}
 	for _, o := range opts {
-		o(&cfg, &qcfg)
+		o(&cfg, &wcfg)
 	}
 
 	prod := bus.NewProducer(bus.ProducerConfig{Brokers: brokers, Topic: usage.Topic, BatchTimeout: time.Millisecond})
 	t.Cleanup(func() { prod.Close() })
-	q := memq.New(qcfg, prod, log)
-	go q.Run(context.Background())
+	w, err := wal.Open(wcfg, prod, log)
+	require.NoError(t, err)
+	runCtx, stopRun := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		_ = w.Run(runCtx) // returns nil
+	}()
+	t.Cleanup(func() {
+		stopRun()
+		<-ran
+		require.NoError(t, w.Close())
+	})
 
 	table, err := pricing.Default()
 	require.NoError(t, err)
 	var prices atomic.Pointer[pricing.Table]
 	prices.Store(table)
-	m := metrics.New()
-	p, err := proxy.New(cfg, proxy.Deps{Auth: authn, Admitter: adm, Prices: &prices, Sink: q, Balances: fl, Metrics: m})
+	p, err := proxy.New(cfg, proxy.Deps{Auth: authn, Admitter: adm, Prices: &prices, Sink: w, Balances: adm, Metrics: m})
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
 
@@ -173,21 +284,30 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	go srv.Serve(ln) //nolint:errcheck // ends at shutdown
 
 	h := &harness{t: t, url: "http://" + ln.Addr().String(), mockURL: mockURL, mock: mockSrv, ledger: fl,
-		queue: q, metrics: m, server: srv, brokers: brokers,
+		admitter: adm, wal: w, metrics: m, server: srv, brokers: brokers,
 		client: &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 30 * time.Second}}
 	t.Cleanup(h.shutdown)
 	return h
 }
 
-// shutdown stops the edge server (waiting for streams and drains) and flushes the queue.
+// shutdown stops the edge server (waiting for streams and drains), returns the leases and
+// waits until Kafka has acknowledged every record in the log.
 func (h *harness) shutdown() {
 	h.shutOnce.Do(func() {
 		h.client.CloseIdleConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		require.NoError(h.t, h.server.ShutdownWithContext(ctx))
-		require.NoError(h.t, h.queue.Close(ctx))
+		closeAdmitter(h.t, h.admitter)
+		require.NoError(h.t, h.wal.Flush(ctx))
 	})
+}
+
+// closeAdmitter returns the admitter's leases to the ledger and stops it. Idempotent.
+func closeAdmitter(t testing.TB, adm *lease.Admitter) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, adm.Close(ctx))
 }
 
 // records stops the edge and returns every record it shipped to Kafka, in order.

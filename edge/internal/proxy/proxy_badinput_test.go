@@ -1,8 +1,8 @@
 package proxy_test
 
 // Bad input, from clients and from the upstream, against the proxy with its real parts (auth
-// cache, admission, record queue, Kafka producer on kfake, the bench mock or a raw TCP
-// upstream). Every bad request must be answered in the API's error shape with nothing
+// cache, lease admitter, write-ahead log, Kafka producer on kfake, the bench mock or a raw
+// TCP upstream). Every bad request must be answered in the API's error shape with nothing
 // forwarded and nothing recorded; every bad upstream answer must reach the client as sent and
 // be billed — on what was reported plus an estimate, marked estimated — never crash the edge
 // or go unrecorded.
@@ -23,7 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tollgate/edge/internal/proxy"
-	"tollgate/edge/internal/sink/memq"
+	"tollgate/edge/internal/sink/wal"
 	"tollgate/pkg/usage"
 )
 
@@ -187,7 +187,7 @@ func TestChunkedRequestServed(t *testing.T) {
 
 func TestOversizedRequestsRefusedInShape(t *testing.T) {
 	const limit = 64 << 10
-	h := newHarness(t, func(c *proxy.Config, _ *memq.Config) { c.BodyBytesMax = limit })
+	h := newHarness(t, func(c *proxy.Config, _ *wal.Config) { c.BodyBytesMax = limit })
 	addr := strings.TrimPrefix(h.url, "http://")
 	big := `{"model":"claude-haiku-4-5","max_tokens":5,"messages":[{"role":"user","content":"` + strings.Repeat("a", limit) + `"}]}`
 
@@ -344,7 +344,7 @@ func TestBadUpstreamAnswersBilledOnAnEstimate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			answer := tc.answer
 			up := rawUpstream(t, func(*http.Request, []byte) []byte { return []byte(answer) })
-			h := newHarness(t, func(c *proxy.Config, _ *memq.Config) { c.UpstreamURL = up })
+			h := newHarness(t, func(c *proxy.Config, _ *wal.Config) { c.UpstreamURL = up })
 			body := messagesBody("claude-haiku-4-5", tc.stream, "anything")
 			resp, err := h.postRaw("/v1/messages", keyRich, body)
 			if tc.cut {
@@ -426,7 +426,7 @@ func FuzzRawRequest(f *testing.F) {
 	f.Add("\x00\xff GARBAGE\r\n\r\n")
 	// A mutated mock directive may ask for long delays: the upstream read timeout keeps every
 	// answer well inside the client's deadline below.
-	h := newHarness(f, func(c *proxy.Config, _ *memq.Config) { c.UpstreamReadTimeout = 2 * time.Second })
+	h := newHarness(f, func(c *proxy.Config, _ *wal.Config) { c.UpstreamReadTimeout = 2 * time.Second })
 	addr := strings.TrimPrefix(h.url, "http://")
 	f.Fuzz(func(t *testing.T, raw string) {
 		conn, err := net.Dial("tcp", addr)

@@ -7,7 +7,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"tollgate/edge/internal/proxy"
-	"tollgate/edge/internal/sink/memq"
+	"tollgate/edge/internal/sink/wal"
 )
 
 // BenchmarkMessages measures a request through the edge against the same request sent to the
@@ -15,7 +15,11 @@ import (
 // from cache, body checks, forwarding, metering, pricing and the usage record. Run with
 // -benchmem; allocations include the mock's and the client's, which the baseline shows.
 func BenchmarkMessages(b *testing.B) {
-	h := newHarness(b, func(_ *proxy.Config, q *memq.Config) { q.QueueMax = 1 << 22; q.BatchMax = 5000 })
+	h := newHarness(b, func(_ *proxy.Config, w *wal.Config) {
+		w.SegmentBytes = 16 << 20
+		w.BytesMax = 1 << 30
+		w.BatchMax = 5000
+	})
 	for _, bc := range []struct {
 		name   string
 		stream bool

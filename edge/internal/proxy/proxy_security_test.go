@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tollgate/edge/internal/proxy"
-	"tollgate/edge/internal/sink/memq"
+	"tollgate/edge/internal/sink/wal"
 )
 
 // requireNoSecret fails when any header or the body of resp contains secret.
@@ -29,7 +29,7 @@ func requireNoSecret(t *testing.T, what, secret string, resp response) {
 }
 
 func TestUpstreamKeyNeverReachesClient(t *testing.T) {
-	h := newHarness(t, func(c *proxy.Config, _ *memq.Config) { c.BodyBytesMax = 64 << 10 })
+	h := newHarness(t, func(c *proxy.Config, _ *wal.Config) { c.BodyBytesMax = 64 << 10 })
 	var sent []struct {
 		what string
 		resp response
@@ -70,7 +70,7 @@ func TestUpstreamKeyNeverReachesClient(t *testing.T) {
 	require.NoError(t, err)
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
-	hd := newHarness(t, func(c *proxy.Config, _ *memq.Config) { c.UpstreamURL = dead })
+	hd := newHarness(t, func(c *proxy.Config, _ *wal.Config) { c.UpstreamURL = dead })
 	for _, stream := range []bool{false, true} {
 		resp := hd.post("/v1/messages", keyRich, messagesBody("claude-haiku-4-5", stream, "output=5"))
 		require.Equal(t, 502, resp.status)

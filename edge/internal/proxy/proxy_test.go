@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tollgate/edge/internal/proxy"
-	"tollgate/edge/internal/sink/memq"
+	"tollgate/edge/internal/sink/wal"
 	"tollgate/pkg/ledgerapi"
 	"tollgate/pkg/pricing"
 	"tollgate/pkg/usage"
@@ -165,7 +165,7 @@ func TestMessagesInEveryMockMode(t *testing.T) {
 		require.Equal(t, s.resp.header.Get("upstream-request-id"), rec.UpstreamRequestID, s.name)
 		require.True(t, strings.HasPrefix(rec.UpstreamRequestID, "req_"), s.name)
 		require.LessOrEqual(t, rec.TsStartMs, rec.TsEndMs)
-		require.Empty(t, rec.LeaseID)
+		require.Equal(t, "acct-rich", h.ledger.leaseAccount(rec.LeaseID), "%s: admitted from a lease ledgerd granted the account", s.name)
 	}
 	// The hand-computed totals, as a check on expectedCost itself.
 	c, u := expectedCost(fullUsage, haiku45)
@@ -296,8 +296,8 @@ func TestAbandonedStreamThatCannotBeDrainedIsEstimated(t *testing.T) {
 		opt     option
 		outcome string
 	}{
-		{"no drain slot", func(c *proxy.Config, _ *memq.Config) { c.DrainsMax = 0 }, "refused"},
-		{"drain timeout", func(c *proxy.Config, _ *memq.Config) { c.DrainTimeout = time.Millisecond }, "cut"},
+		{"no drain slot", func(c *proxy.Config, _ *wal.Config) { c.DrainsMax = 0 }, "refused"},
+		{"drain timeout", func(c *proxy.Config, _ *wal.Config) { c.DrainTimeout = time.Millisecond }, "cut"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, tc.opt)
@@ -363,7 +363,7 @@ type apiError struct {
 }
 
 func TestEdgeErrorsInAnthropicShape(t *testing.T) {
-	h := newHarness(t, func(c *proxy.Config, _ *memq.Config) { c.BodyBytesMax = 64 << 10 })
+	h := newHarness(t, func(c *proxy.Config, _ *wal.Config) { c.BodyBytesMax = 64 << 10 })
 	good := messagesBody("claude-haiku-4-5", false, "output=5")
 	for _, tc := range []struct {
 		name, method, path, key, body string
@@ -446,8 +446,13 @@ func TestUnknownKeyFloodReachesLedgerOnce(t *testing.T) {
 }
 
 func TestQueueFullRefusesWith503(t *testing.T) {
-	h := newHarness(t, func(_ *proxy.Config, q *memq.Config) { q.QueueMax = 1 })
-	require.True(t, h.queue.Reserve()) // the one slot is taken
+	// The smallest log the WAL allows; every reservation it has room for is taken.
+	h := newHarness(t, func(_ *proxy.Config, w *wal.Config) { w.SegmentBytes = 4 << 10; w.BytesMax = 8 << 10 })
+	taken := 0
+	for h.wal.Reserve() {
+		taken++
+	}
+	require.Positive(t, taken)
 	resp := h.post("/v1/messages", keyRich, messagesBody("claude-haiku-4-5", false, "output=5"))
 	require.Equal(t, 503, resp.status)
 	require.NotEmpty(t, resp.header.Get("retry-after"))
@@ -455,7 +460,9 @@ func TestQueueFullRefusesWith503(t *testing.T) {
 	require.NoError(t, json.Unmarshal(resp.body, &e))
 	require.Equal(t, "api_error", e.Error.Type)
 	require.Zero(t, h.mock.RequestCount(), "refused, not served unbilled")
-	h.queue.Release()
+	for range taken {
+		h.wal.Release()
+	}
 }
 
 func TestUpstreamUnreachable(t *testing.T) {
@@ -463,7 +470,7 @@ func TestUpstreamUnreachable(t *testing.T) {
 	require.NoError(t, err)
 	dead := "http://" + ln.Addr().String()
 	ln.Close()
-	h := newHarness(t, func(c *proxy.Config, _ *memq.Config) { c.UpstreamURL = dead })
+	h := newHarness(t, func(c *proxy.Config, _ *wal.Config) { c.UpstreamURL = dead })
 	resp := h.post("/v1/messages", keyRich, messagesBody("claude-haiku-4-5", true, "output=5"))
 	require.Equal(t, 502, resp.status)
 	var e apiError

@@ -24,7 +24,7 @@ import (
 
 	"tollgate/bench/forwarder"
 	"tollgate/bench/mock"
-	"tollgate/edge/internal/admit/balance"
+	"tollgate/edge/internal/admit/lease"
 	"tollgate/edge/internal/auth"
 	"tollgate/edge/internal/metrics"
 	"tollgate/edge/internal/proxy"
@@ -220,18 +220,18 @@ func (discardSink) Reserve() bool        { return true }
 func (discardSink) Append(*usage.Record) {}
 func (discardSink) Release()             {}
 
-// startStreamEdge runs the edge with its real auth cache and admitter, a fake ledger and a
-// discarding sink, and returns its base URL.
+// startStreamEdge runs the edge with its real auth cache and lease admitter, a fake ledger
+// and a discarding sink, and returns its base URL.
 func startStreamEdge(b *testing.B, mockURL string) string {
 	log := slog.New(slog.DiscardHandler)
-	fl := &fakeLedger{keys: map[string]ledgerapi.Key{}, balances: map[string]int64{}}
+	fl := newFakeLedger()
 	fl.add(keyRich, ledgerapi.Key{KeyID: "key-rich", AccountID: "acct-rich", AccountStatus: ledgerapi.StatusActive}, 1_000_000_000_000)
 	authn, err := auth.New(auth.Config{TTL: time.Hour, NegativeTTL: time.Minute, Timeout: time.Second, CacheMax: 1000}, fl, log)
 	require.NoError(b, err)
 	b.Cleanup(authn.Close)
-	adm, err := balance.New(balance.Config{TTL: time.Hour, Timeout: time.Second, CacheMax: 1000}, fl, log)
+	adm, err := lease.New(lease.Config{EdgeID: "edge-bench", Timeout: time.Second, CacheMax: 1000}, fl, log)
 	require.NoError(b, err)
-	b.Cleanup(adm.Close)
+	b.Cleanup(func() { closeAdmitter(b, adm) })
 	table, err := pricing.Default()
 	require.NoError(b, err)
 	var prices atomic.Pointer[pricing.Table]
@@ -253,7 +253,7 @@ func startStreamEdge(b *testing.B, mockURL string) string {
 		LedgerTimeout:            time.Second,
 	}
 	p, err := proxy.New(cfg, proxy.Deps{Auth: authn, Admitter: adm, Prices: &prices, Sink: discardSink{},
-		Balances: fl, Metrics: metrics.New()})
+		Balances: adm, Metrics: metrics.New()})
 	require.NoError(b, err)
 	b.Cleanup(p.Close)
 	// As edge/internal/app configures the server.

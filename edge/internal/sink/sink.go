@@ -1,7 +1,6 @@
 // Package sink is where the edge puts usage records on their way to Kafka (topic usage.v1,
-// key = account id). The request path sees only Sink. The edge runs sink/wal, an on-disk
-// write-ahead log with group commit; sink/memq, a bounded in-memory queue that is not
-// durable, serves tests of the request path.
+// key = account id). The request path sees only Sink; the edge implements it with sink/wal,
+// an on-disk write-ahead log with group commit.
 //
 // The contract that keeps every served request billed: a request reserves room for its
 // record before it is forwarded, and is refused (503) when there is none. A reservation is

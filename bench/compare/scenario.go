@@ -87,6 +87,10 @@ func Scenarios(slowN int) map[string]Scenario {
 // the slow scenario leaves the background time to catch up, so settle's drain is short.
 var DefaultScenarios = []string{"nonstream", "stream20", "mixed", "slow", "settle"}
 
+// DefaultRate is the open-loop rate of the throughput scenarios, requests/s: the issue's
+// "added latency at a fixed 2,000 req/s".
+const DefaultRate = 2000
+
 // ParseScenarios checks a comma-separated list of scenario names.
 func ParseScenarios(list string) ([]string, error) {
 	known := Scenarios(1)

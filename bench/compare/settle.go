@@ -366,17 +366,15 @@ func (c *comparer) settle(ctx context.Context, sc Scenario, res *ScenarioResult)
 
 	// The lag includes the consumers' CPU, so they get normal priority, as on their own
 	// machines; the throughput scenarios that follow get them back at BackgroundNice.
-	if n := c.cfg.BackgroundNice; n != 0 {
-		if err := c.reniceBackground(0); err != nil {
-			return err
-		}
-		res.Notes = append(res.Notes, fmt.Sprintf("this scenario ran the background at nice 0 and put it back at %d after", n))
-		defer func() {
-			if rerr := c.reniceBackground(n); rerr != nil && err == nil {
-				err = rerr
-			}
-		}()
+	restore, err := c.backgroundNormal(res)
+	if err != nil {
+		return err
 	}
+	defer func() {
+		if rerr := restore(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
 
 	offset, err := c.edgeLog.Seek(0, io.SeekCurrent)
 	if err != nil {
@@ -432,6 +430,20 @@ func (c *comparer) settle(ctx context.Context, sc Scenario, res *ScenarioResult)
 		r.OK, r.Sent, r.Throughput, report.Errors(r.Errors), us(out.Lag.Lag.P50Us), us(out.Lag.Lag.P99Us),
 		us(out.Lag.Lag.MaxUs), out.Lag.Settled, out.Lag.Billed, out.Wait.Round(time.Millisecond))
 	return nil
+}
+
+// backgroundNormal gives the background nice 0 for one scenario, noting it in res, and
+// returns what puts it back at BackgroundNice.
+func (c *comparer) backgroundNormal(res *ScenarioResult) (restore func() error, err error) {
+	n := c.cfg.BackgroundNice
+	if n == 0 {
+		return func() error { return nil }, nil
+	}
+	if err := c.reniceBackground(0); err != nil {
+		return nil, err
+	}
+	res.Notes = append(res.Notes, fmt.Sprintf("this scenario ran the background at nice 0 and put it back at %d after", n))
+	return func() error { return c.reniceBackground(n) }, nil
 }
 
 // reniceBackground gives every background process (Kafka, ledgerd, analytics, ClickHouse)

@@ -24,7 +24,7 @@ func runCompare(ctx context.Context, args []string) error {
 	scenarios := fs.String("scenarios", strings.Join(compare.DefaultScenarios, ","), "comma-separated: nonstream, stream20, mixed, slow, soak, settle")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds per throughput scenario")
 	fs.DurationVar(&cfg.Phase, "phase", 0, "length of each closed- and open-loop run (default 3s)")
-	fs.Float64Var(&cfg.Rate, "rate", 0, "open-loop rate, req/s; 0: half the lowest closed-loop throughput")
+	fs.Float64Var(&cfg.Rate, "rate", compare.DefaultRate, "open-loop rate, req/s (half the lowest closed-loop throughput when that is lower)")
 	fs.IntVar(&cfg.SlowStreams, "slow-streams", 10_000, "concurrent slow streams")
 	fs.DurationVar(&cfg.Soak, "soak", 0, "soak length (default 10m)")
 	fs.Float64Var(&cfg.SoakRate, "soak-rate", 0, "soak rate, req/s (default 300)")

@@ -22,6 +22,11 @@ const Version = 1
 const (
 	Topic    = "usage.v1"
 	TopicDLQ = "usage.dlq.v1"
+	// TopicPartitions is how many partitions the edge, ledgerd, analytics and the dev
+	// broker give usage.v1 and usage.dlq.v1 when they create them (whoever starts first
+	// does), so the count does not depend on start order. Partitions bound how many ledgerd
+	// and analytics consumers share the work.
+	TopicPartitions = 8
 )
 
 // Tokens are the token counts of one request, in the five billed categories plus the fields

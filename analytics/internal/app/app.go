@@ -53,7 +53,7 @@ func DefaultConfig() Config {
 		ClickHouseDSN:       "clickhouse://127.0.0.1:19000/tollgate",
 		KafkaBrokers:        []string{"127.0.0.1:9092"},
 		KafkaGroup:          "analytics",
-		KafkaPartitions:     8,
+		KafkaPartitions:     usage.TopicPartitions,
 		ListenAddr:          "127.0.0.1:8095",
 		BatchRowsMax:        20000,
 		BatchLinger:         time.Second,

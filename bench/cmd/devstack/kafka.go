@@ -20,7 +20,7 @@ func runKafka(args []string) int {
 	fs := flag.NewFlagSet("devstack kafka", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:9092", "listen address (host must be 127.0.0.1)")
 	dataDir := fs.String("data-dir", ".data/kafka", "persistence directory")
-	partitions := fs.Int("partitions", 8, "partitions of each topic created on first start")
+	partitions := fs.Int("partitions", usage.TopicPartitions, "partitions of each topic created on first start")
 	_ = fs.Parse(args)
 
 	_, portStr, err := net.SplitHostPort(*addr)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"tollgate/pkg/usage"
 )
 
 // Config is the whole edge configuration. Units are in the field names or comments; the
@@ -226,7 +228,7 @@ func Default() Config {
 		},
 		Kafka: Kafka{
 			Brokers:      []string{"127.0.0.1:9092"},
-			Partitions:   6,
+			Partitions:   usage.TopicPartitions,
 			WriteTimeout: 10 * time.Second,
 		},
 		Records: Records{

@@ -16,8 +16,9 @@ type Sink interface {
 	Reserve() bool
 	// Append hands over the record of a request that holds a reservation, using it up. It
 	// never drops, and may set rec.Seq; rec is not retained. When it returns the record is
-	// as durable as the implementation makes it (sink/wal: fsynced, so it waits for one
-	// group commit), and the caller completes the response only after that.
+	// as durable as the implementation makes it (sink/wal: written, so it survives the
+	// process; with -wal-sync=always also fsynced, after one group commit), and the caller
+	// completes the response only after that.
 	Append(rec *usage.Record)
 	// Release gives back a reservation that no record will use.
 	Release()

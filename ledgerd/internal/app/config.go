@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tollgate/pkg/usage"
 )
 
 // Config of `ledgerd serve`. Every field has a flag and a TOLLGATE_ environment variable;
@@ -25,7 +27,7 @@ type Config struct {
 	DataDir string
 	// KafkaBrokers are bootstrap addresses. Default: 127.0.0.1:9092.
 	KafkaBrokers []string
-	// TopicPartitions is used when ledgerd creates missing topics. Default: 3.
+	// TopicPartitions is used when ledgerd creates missing topics. Default: usage.TopicPartitions (8).
 	TopicPartitions int
 	// AdminAddr serves the admin API, /healthz, /readyz and /metrics. Default: 127.0.0.1:8091.
 	AdminAddr string
@@ -66,7 +68,7 @@ func DefaultConfig() Config {
 	return Config{
 		DataDir:          ".data",
 		KafkaBrokers:     []string{"127.0.0.1:9092"},
-		TopicPartitions:  3,
+		TopicPartitions:  usage.TopicPartitions,
 		AdminAddr:        "127.0.0.1:8091",
 		InternalAddr:     ":8090",
 		BatchMax:         10_000,

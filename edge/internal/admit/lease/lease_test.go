@@ -193,6 +193,27 @@ func TestLeaseSizeFollowsSpend(t *testing.T) {
 	require.LessOrEqual(t, biggest, int64(26_000))
 }
 
+// Requests that run long (streams) and arrive one after another grow the lease by doubling
+// (each call asks room for as many again as are running): about log2(N) calls for N of them,
+// not one per few requests.
+func TestLeaseGrowsGeometricallyWithRunningRequests(t *testing.T) {
+	f := newFakeLedger()
+	f.setBalance("a1", 1_000_000_000_000)
+	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.SizeMax = 10_000_000 })
+	const n = 256
+	tickets := make([]admit.Ticket, 0, n)
+	for i := range n {
+		tk, err := a.Admit("a1", 1000)
+		require.NoError(t, err, "request %d", i)
+		tickets = append(tickets, tk)
+	}
+	// 4 holds, then 8, 16, … 256: 7 calls; a background top-up may add a few.
+	require.LessOrEqual(t, f.count("grant")+f.count("extend"), 12, "calls for %d running requests", n)
+	for _, tk := range tickets {
+		a.Finish(tk, 1000)
+	}
+}
+
 // Two nodes share a small balance; requests alternate between them until one is refused.
 // The refusal must be true: what is left cannot cover the hold (no credit is stuck in the
 // other node's lease).

@@ -116,14 +116,17 @@ const readBatchTimeout = 10 * time.Second
 // Consumer reads one topic as a member of a consumer group. Offsets are committed only by
 // Commit, never automatically. Not safe for concurrent use.
 type Consumer struct {
-	r *kafka.Reader
+	cfg kafka.ReaderConfig
+	r   *kafka.Reader // made by the first FetchBatch: that is when the member joins the group
 }
 
-// NewConsumer builds a group consumer; it connects lazily.
+// NewConsumer builds a group consumer. It connects, and joins the group, at the first
+// FetchBatch, so the group's offsets can still be set from outside (SetGroupOffsets) until
+// then.
 func NewConsumer(cfg ConsumerConfig) *Consumer {
 	// The batch linger callers tune is FetchBatch's, not this: see FetchWaitMin.
 	cfg.MaxWait = max(cfg.MaxWait, FetchWaitMin)
-	return &Consumer{r: kafka.NewReader(kafka.ReaderConfig{
+	return &Consumer{cfg: kafka.ReaderConfig{
 		Brokers:               cfg.Brokers,
 		Topic:                 cfg.Topic,
 		GroupID:               cfg.Group,
@@ -142,21 +145,29 @@ func NewConsumer(cfg ConsumerConfig) *Consumer {
 		ReadBackoffMax:        500 * time.Millisecond,
 		MaxAttempts:           3,
 		WatchPartitionChanges: true,
-	})}
+	}}
+}
+
+func (c *Consumer) reader() *kafka.Reader {
+	if c.r == nil {
+		c.r = kafka.NewReader(c.cfg)
+	}
+	return c.r
 }
 
 // FetchBatch blocks for the first message, then gathers more until max messages or until
 // linger has passed since the first one. It returns what it has when ctx ends after the first.
 func (c *Consumer) FetchBatch(ctx context.Context, max int, linger time.Duration) ([]Message, error) {
-	first, err := c.r.FetchMessage(ctx)
+	r := c.reader()
+	first, err := r.FetchMessage(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", c.r.Config().Topic, err)
+		return nil, fmt.Errorf("fetch %s: %w", c.cfg.Topic, err)
 	}
 	out := []Message{fromKafka(first)}
 	lctx, cancel := context.WithTimeout(ctx, linger)
 	defer cancel()
 	for len(out) < max {
-		m, err := c.r.FetchMessage(lctx)
+		m, err := r.FetchMessage(lctx)
 		if err != nil {
 			break // linger over or ctx done: return what we have
 		}
@@ -171,14 +182,19 @@ func (c *Consumer) Commit(ctx context.Context, msgs ...Message) error {
 	for i, m := range msgs {
 		km[i] = kafka.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
 	}
-	if err := c.r.CommitMessages(ctx, km...); err != nil {
+	if err := c.reader().CommitMessages(ctx, km...); err != nil {
 		return fmt.Errorf("commit offsets: %w", err)
 	}
 	return nil
 }
 
 // Close leaves the group. Idempotent.
-func (c *Consumer) Close() error { return c.r.Close() }
+func (c *Consumer) Close() error {
+	if c.r == nil {
+		return nil
+	}
+	return c.r.Close()
+}
 
 func fromKafka(m kafka.Message) Message {
 	return Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Key: m.Key, Value: m.Value}

@@ -87,12 +87,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	reg.MustRegister(a.reaped)
 	httpMetrics := newHTTPMetrics(reg)
 
-	a.consumer = bus.NewConsumer(bus.ConsumerConfig{Brokers: cfg.KafkaBrokers, Topic: usage.Topic, Group: "ledgerd",
+	a.consumer = bus.NewConsumer(bus.ConsumerConfig{Brokers: cfg.KafkaBrokers, Topic: usage.Topic, Group: consumerGroup,
 		MaxWait: cfg.BatchLinger})
 	a.dlq = bus.NewProducer(bus.ProducerConfig{Brokers: cfg.KafkaBrokers, Topic: usage.TopicDLQ,
 		BatchSize: 1000, BatchTimeout: 5 * time.Millisecond, WriteTimeout: 10 * time.Second})
 	a.settler = settle.New(settle.Config{Source: a.consumer, DLQ: a.dlq, Store: a.store, Logger: log, Registerer: reg,
-		Group: "ledgerd", Topic: usage.Topic, BatchMax: cfg.BatchMax, Linger: cfg.BatchLinger, Retention: cfg.Retention,
+		Group: consumerGroup, Topic: usage.Topic, BatchMax: cfg.BatchMax, Linger: cfg.BatchLinger, Retention: cfg.Retention,
 		ShutdownGrace: cfg.ShutdownTimeout})
 
 	adminMux := http.NewServeMux()
@@ -177,6 +177,12 @@ func (a *App) Run(ctx context.Context) error {
 	goRun("internal listener", func(context.Context) error { return serve(a.internal, a.intLn) })
 	goRun("settlement", func(ctx context.Context) error {
 		a.ensureTopics(ctx)
+		if err := a.rewindToLedger(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopping
+			}
+			return err
+		}
 		return a.settler.Run(ctx)
 	})
 	goRun("settled-id pruner", a.settler.Prune)
@@ -236,6 +242,97 @@ func (a *App) ensureTopics(ctx context.Context) {
 		a.log.Warn("kafka_topics_unavailable", "error", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// consumerGroup is ledgerd's consumer group on usage.v1, also the key of its offsets in the
+// database.
+const consumerGroup = "ledgerd"
+
+// groupEmptyWait is how long rewindToLedger waits for the group to empty: a ledgerd killed
+// just before this one started stays a member until its session (10 s) times out.
+const groupEmptyWait = 30 * time.Second
+
+// rewindToLedger makes settlement resume where the database says, never past it. Normally
+// the database's stored offsets are at or ahead of the group's committed ones in Kafka (a
+// batch is committed to the database first). A database restored from a backup is behind:
+// the records between its offsets and Kafka's were never applied to it, and a consumer
+// resuming at Kafka's offsets would skip them — charges lost. Then the group's offsets are
+// moved back to the database's, which Kafka accepts only while no ledgerd consumes: every
+// ledgerd must be stopped first, and this one stops with an error saying so when others
+// still run. A database without any offsets (new) is left to start from the group's.
+func (a *App) rewindToLedger(ctx context.Context) error {
+	var committed, stored map[int]int64
+	// Kafka's offsets first, then the database's: read in that order, an ordinary restart
+	// can never see the database behind.
+	if err := a.retryKafka(ctx, "read consumer offsets", func(ctx context.Context) error {
+		var err error
+		committed, err = bus.GroupOffsets(ctx, a.cfg.KafkaBrokers, consumerGroup, usage.Topic)
+		return err
+	}); err != nil {
+		return err
+	}
+	stored, err := a.store.Offsets(ctx, consumerGroup, usage.Topic)
+	if err != nil {
+		return fmt.Errorf("read stored offsets: %w", err)
+	}
+	if len(stored) == 0 {
+		if len(committed) > 0 {
+			a.log.Warn("ledger_offsets_empty", "group", consumerGroup, "committed_partitions", len(committed),
+				"detail", "the database holds no Kafka offsets but the group has committed some: starting from the group's")
+		}
+		return nil
+	}
+	back := map[int]int64{}
+	for p, s := range stored {
+		if c, ok := committed[p]; ok && c > s {
+			back[p] = s
+		}
+	}
+	if len(back) == 0 {
+		return nil
+	}
+	a.log.Warn("ledger_behind_kafka", "group", consumerGroup, "partitions", len(back), "stored", back, "committed", committed,
+		"detail", "the database is older than the group's position (restored from a backup?): moving the group back to settle what the database lacks")
+	deadline := time.Now().Add(groupEmptyWait)
+	for {
+		err := bus.SetGroupOffsets(ctx, a.cfg.KafkaBrokers, consumerGroup, usage.Topic, back)
+		if err == nil {
+			a.log.Info("ledger_offsets_rewound", "group", consumerGroup, "offsets", back)
+			return nil
+		}
+		if !errors.Is(err, bus.ErrGroupActive) || time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("the database is behind Kafka's offsets for group %s on %d partitions "+
+				"(restored from a backup?); stop every ledgerd, then start one, which moves the offsets back: %w",
+				consumerGroup, len(back), err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// retryKafka runs f until it succeeds or ctx ends, with backoff, logging failures.
+func (a *App) retryKafka(ctx context.Context, what string, f func(context.Context) error) error {
+	backoff := 500 * time.Millisecond
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := f(tctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		a.log.Warn("kafka_unavailable", "step", what, "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 10*time.Second)

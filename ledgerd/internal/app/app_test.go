@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -183,4 +184,131 @@ func TestCLIErrors(t *testing.T) {
 	errb.Reset()
 	require.Equal(t, 2, cli.Run(context.Background(), []string{"account"}, getenv, &out, &errb))
 	require.True(t, strings.Contains(errb.String(), "ACCOUNT_ID"), errb.String())
+}
+
+// A database restored from a backup is behind Kafka's consumer offsets: the records in
+// between must still settle into it (once), not be skipped because the group had moved on.
+func TestRestoredDatabaseSettlesWhatItLacks(t *testing.T) {
+	brokers := bustest.Start(t, 3, usage.Topic, usage.TopicDLQ)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "ledger.db")
+	cfg := app.DefaultConfig()
+	cfg.DB = db
+	cfg.KafkaBrokers = brokers
+	cfg.AdminAddr, cfg.InternalAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.AdminToken, cfg.InternalSecret = adminToken, edgeSecret
+	cfg.BatchLinger = 20 * time.Millisecond
+	require.NoError(t, cfg.Validate())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// run starts ledgerd on the database, runs f against its admin URL, and stops it.
+	run := func(f func(adminURL string)) {
+		t.Helper()
+		actx, stop := context.WithCancel(ctx)
+		a, err := app.New(actx, cfg, slog.New(slog.DiscardHandler))
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() { done <- a.Run(actx) }()
+		f("http://" + a.AdminAddr())
+		stop()
+		require.NoError(t, <-done)
+	}
+	admin := func(adminURL string, args ...string) string {
+		var out, errb bytes.Buffer
+		env := map[string]string{"TOLLGATE_ADMIN_URL": adminURL, "TOLLGATE_ADMIN_TOKEN": adminToken}
+		code := cli.Run(ctx, args, func(k string) string { return env[k] }, &out, &errb)
+		require.Equal(t, 0, code, "ledgerd admin %v: %s", args, errb.String())
+		return out.String()
+	}
+	balance := func(adminURL, acct string) int64 {
+		var view struct {
+			Balance int64 `json:"balance_microcredits"`
+		}
+		req, _ := http.NewRequest("GET", adminURL+"/admin/v1/accounts/"+acct, nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		if json.NewDecoder(resp.Body).Decode(&view) != nil {
+			return -1
+		}
+		return view.Balance
+	}
+	p := bus.NewProducer(bus.ProducerConfig{Brokers: brokers, Topic: usage.Topic})
+	defer p.Close()
+	send := func(acct, id string, cost int64) {
+		rec := usage.Record{V: 1, RequestID: id, AccountID: acct, KeyID: "key-1", CostMicrocredits: cost,
+			TsEndMs: time.Now().UnixMilli()}
+		require.NoError(t, p.Send(ctx, bus.Message{Key: []byte(acct), Value: rec.AppendJSON(nil)}))
+	}
+	settled := func(adminURL, acct string, want int64) {
+		require.Eventually(t, func() bool { return balance(adminURL, acct) == want }, 30*time.Second, 20*time.Millisecond,
+			"balance %d µcr", want)
+	}
+
+	// 1,000 credits, then two requests settled: the backup is taken after them.
+	var acct string
+	run(func(u string) {
+		var created struct{ ID string }
+		require.NoError(t, json.Unmarshal([]byte(admin(u, "-json", "create-account", "-name", "Acme")), &created))
+		acct = created.ID
+		admin(u, "topup", acct, "-order", "o-1", "-plan", "credits_1k")
+		send(acct, "req-1", 1_500_000)
+		send(acct, "req-2", 500_000)
+		settled(u, acct, 998_000_000)
+	})
+	backup := copyFiles(t, dir, "ledger.db")
+
+	// Two more settle after the backup; Kafka's committed offsets move past them.
+	run(func(u string) {
+		send(acct, "req-3", 2_000_000)
+		send(acct, "req-4", 250_000)
+		settled(u, acct, 995_750_000)
+	})
+
+	// The database is restored: it has never seen req-3 and req-4. They settle again, once.
+	restoreFiles(t, dir, backup)
+	run(func(u string) {
+		settled(u, acct, 995_750_000)
+		send(acct, "req-5", 1_000_000) // and settlement goes on from there
+		settled(u, acct, 994_750_000)
+		require.Contains(t, admin(u, "statement", acct), "-2.000000")
+	})
+}
+
+// copyFiles copies dir's files whose names start with prefix (a SQLite database and its
+// -wal and -shm files) and returns them by name.
+func copyFiles(t *testing.T, dir, prefix string) map[string][]byte {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	out := map[string][]byte{}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			require.NoError(t, err)
+			out[e.Name()] = b
+		}
+	}
+	require.NotEmpty(t, out)
+	return out
+}
+
+// restoreFiles puts back what copyFiles took, removing the files of that database that the
+// backup did not have.
+func restoreFiles(t *testing.T, dir string, files map[string][]byte) {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range entries {
+		if _, ok := files[e.Name()]; !ok && strings.HasPrefix(e.Name(), "ledger.db") {
+			require.NoError(t, os.Remove(filepath.Join(dir, e.Name())))
+		}
+	}
+	for name, b := range files {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o600))
+	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"tollgate/bench/mock"
 	"tollgate/edge/internal/admit/lease"
+	"tollgate/edge/internal/admit/lease/leasetest"
 	"tollgate/edge/internal/auth"
 	"tollgate/edge/internal/ledger"
 	"tollgate/edge/internal/metrics"
@@ -42,27 +43,17 @@ import (
 
 const upstreamKey = "sk-upstream-operator-secret"
 
-// fakeLedger answers key lookups from memory, counting them, and keeps ledgerd's lease
-// arithmetic (ledgerd/README.md "Lease arithmetic") for this one node: available = balance −
-// what open leases were granted − what released leases reported spent (nothing settles
-// here); a grant or extend takes min(want, available/4) when that covers min, else exactly
-// min when available covers it, else 402 with what is available.
+// fakeLedger answers key lookups from memory, counting them, and leases through the lease
+// admitter's test ledger (ledgerd's lease arithmetic, for this one node; nothing settles).
 type fakeLedger struct {
+	*leasetest.Ledger
 	mu       sync.Mutex
 	keys     map[string]ledgerapi.Key
-	balances map[string]int64
-	leases   map[string]*fakeLease
 	keyCalls atomic.Int32
 }
 
-type fakeLease struct {
-	account        string
-	granted, spent int64
-	open           bool
-}
-
 func newFakeLedger() *fakeLedger {
-	return &fakeLedger{keys: map[string]ledgerapi.Key{}, balances: map[string]int64{}, leases: map[string]*fakeLease{}}
+	return &fakeLedger{Ledger: leasetest.New(), keys: map[string]ledgerapi.Key{}}
 }
 
 func (l *fakeLedger) LookupKey(_ context.Context, hashHex string) (ledgerapi.Key, error) {
@@ -76,101 +67,12 @@ func (l *fakeLedger) LookupKey(_ context.Context, hashHex string) (ledgerapi.Key
 	return k, nil
 }
 
-// availableLocked is the account's balance net of every lease's reservation; l.mu is held.
-func (l *fakeLedger) availableLocked(id string) int64 {
-	avail := l.balances[id]
-	for _, ls := range l.leases {
-		switch {
-		case ls.account != id:
-		case ls.open:
-			avail -= ls.granted
-		default:
-			avail -= ls.spent
-		}
-	}
-	return avail
-}
-
-func (l *fakeLedger) Balance(_ context.Context, id string) (ledgerapi.Balance, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return ledgerapi.Balance{AccountID: id, BalanceMicrocredits: l.balances[id], AvailableMicrocredits: l.availableLocked(id)}, nil
-}
-
-// grantLocked adds to ls what the account can spare of want (at least minimum) and
-// files it under leaseID; l.mu is held.
-func (l *fakeLedger) grantLocked(leaseID string, ls *fakeLease, want, minimum int64) (ledgerapi.Lease, error) {
-	avail := l.availableLocked(ls.account)
-	amount := min(want, max(avail, 0)/4)
-	if amount < minimum {
-		if avail < minimum {
-			return ledgerapi.Lease{}, &ledger.InsufficientError{Available: avail}
-		}
-		amount = minimum
-	}
-	ls.granted += amount
-	l.leases[leaseID] = ls
-	return ledgerapi.Lease{LeaseID: leaseID, AccountID: ls.account, GrantedMicrocredits: ls.granted,
-		TTLMillis: time.Minute.Milliseconds(), AvailableMicrocredits: l.availableLocked(ls.account)}, nil
-}
-
-func (l *fakeLedger) Grant(_ context.Context, g ledgerapi.Grant) (ledgerapi.Lease, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok := l.balances[g.AccountID]; !ok {
-		return ledgerapi.Lease{}, ledger.ErrNotFound
-	}
-	id := fmt.Sprintf("lease-%d", len(l.leases)+1)
-	return l.grantLocked(id, &fakeLease{account: g.AccountID, open: true}, g.WantMicrocredits, g.MinMicrocredits)
-}
-
-func (l *fakeLedger) Extend(_ context.Context, id string, e ledgerapi.Extend) (ledgerapi.Lease, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ls, ok := l.leases[id]
-	switch {
-	case !ok:
-		return ledgerapi.Lease{}, ledger.ErrNotFound
-	case !ls.open:
-		return ledgerapi.Lease{}, ledger.ErrLeaseClosed
-	}
-	ls.spent = max(ls.spent, e.SpentMicrocredits)
-	return l.grantLocked(id, ls, e.WantMicrocredits, e.MinMicrocredits)
-}
-
-func (l *fakeLedger) Release(_ context.Context, id string, r ledgerapi.Release) (ledgerapi.Lease, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	ls, ok := l.leases[id]
-	if !ok {
-		return ledgerapi.Lease{}, ledger.ErrNotFound
-	}
-	if ls.open {
-		ls.open, ls.spent = false, r.SpentMicrocredits
-	}
-	return ledgerapi.Lease{LeaseID: id, AccountID: ls.account, GrantedMicrocredits: ls.granted,
-		AvailableMicrocredits: l.availableLocked(ls.account)}, nil
-}
-
-// Recalls: with one node, no lease is ever recalled.
-func (*fakeLedger) Recalls(context.Context, string) ([]string, error) { return nil, nil }
-
-// leaseAccount is the account a lease was granted to, or "" when it was never granted.
-func (l *fakeLedger) leaseAccount(id string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if ls, ok := l.leases[id]; ok {
-		return ls.account
-	}
-	return ""
-}
-
 func (l *fakeLedger) add(secret string, k ledgerapi.Key, balanceMicro int64) {
 	sum := sha256.Sum256([]byte(secret))
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.keys[hex.EncodeToString(sum[:])] = k
-	l.balances[k.AccountID] = balanceMicro
+	l.SetBalance(k.AccountID, balanceMicro)
 }
 
 type harness struct {
@@ -213,30 +115,9 @@ func newHarness(t testing.TB, opts ...option) *harness {
 	fl.add(keyRevoked, ledgerapi.Key{KeyID: "key-revoked", AccountID: "acct-revoked", Revoked: true, AccountStatus: active}, 1_000_000)
 	fl.add(keySuspended, ledgerapi.Key{KeyID: "key-susp", AccountID: "acct-susp", AccountStatus: ledgerapi.StatusSuspended}, 1_000_000)
 
-	authn, err := auth.New(auth.Config{TTL: 5 * time.Second, NegativeTTL: time.Minute, Timeout: time.Second, CacheMax: 1000}, fl, log)
-	require.NoError(t, err)
-	t.Cleanup(authn.Close)
 	m := metrics.New()
-	adm, err := lease.New(lease.Config{EdgeID: "edge-test", Timeout: time.Second, CacheMax: 1000, Registerer: m.Registry}, fl, log)
-	require.NoError(t, err)
-	t.Cleanup(func() { closeAdmitter(t, adm) })
-
-	cfg := proxy.Config{
-		EdgeID:                   "edge-test",
-		UpstreamURL:              mockURL,
-		UpstreamKeys:             []string{upstreamKey},
-		UpstreamDialTimeout:      time.Second,
-		UpstreamWriteTimeout:     10 * time.Second,
-		UpstreamReadTimeout:      30 * time.Second,
-		UpstreamConnsMax:         64,
-		UpstreamConnWaitTimeout:  time.Second,
-		UpstreamIdleConnTimeout:  10 * time.Second,
-		UpstreamResponseBytesMax: 8 << 20,
-		BodyBytesMax:             1 << 20,
-		DrainTimeout:             10 * time.Second,
-		DrainsMax:                8,
-		LedgerTimeout:            time.Second,
-	}
+	authn, adm := authAndAdmitter(t, fl, "edge-test", m)
+	cfg := testProxyConfig("edge-test", mockURL, 64)
 	wcfg := wal.Config{Dir: t.TempDir(), SegmentBytes: 1 << 20, BytesMax: 64 << 20, BatchMax: 100}
 	for _, o := range opts {
 		o(&cfg, &wcfg)
@@ -258,27 +139,10 @@ func newHarness(t testing.TB, opts ...option) *harness {
 		require.NoError(t, w.Close())
 	})
 
-	table, err := pricing.Default()
-	require.NoError(t, err)
-	var prices atomic.Pointer[pricing.Table]
-	prices.Store(table)
-	p, err := proxy.New(cfg, proxy.Deps{Auth: authn, Admitter: adm, Prices: &prices, Sink: w, Balances: adm, Metrics: m})
+	p, err := proxy.New(cfg, proxy.Deps{Auth: authn, Admitter: adm, Prices: testPrices(t), Sink: w, Balances: adm, Metrics: m})
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
-
-	srv := &fasthttp.Server{
-		Handler:               p.Handle,
-		ErrorHandler:          p.HandleError,
-		MaxRequestBodySize:    cfg.BodyBytesMax,
-		ReadBufferSize:        16 << 10,
-		ReadTimeout:           10 * time.Second,
-		WriteTimeout:          time.Minute,
-		IdleTimeout:           10 * time.Second,
-		CloseOnShutdown:       true,
-		NoDefaultServerHeader: true,
-		NoDefaultContentType:  true,
-		Logger:                quietLogger{},
-	}
+	srv := edgeServer(p, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	go srv.Serve(ln) //nolint:errcheck // ends at shutdown
@@ -288,6 +152,67 @@ func newHarness(t testing.TB, opts ...option) *harness {
 		client: &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 30 * time.Second}}
 	t.Cleanup(h.shutdown)
 	return h
+}
+
+// authAndAdmitter builds the edge's real key cache and lease admitter on fl, stopped (the
+// admitter's leases returned) when the test ends.
+func authAndAdmitter(t testing.TB, fl *fakeLedger, edgeID string, m *metrics.Edge) (*auth.Authenticator, *lease.Admitter) {
+	log := slog.New(slog.DiscardHandler)
+	authn, err := auth.New(auth.Config{TTL: 5 * time.Second, NegativeTTL: time.Minute, Timeout: time.Second, CacheMax: 1000}, fl, log)
+	require.NoError(t, err)
+	t.Cleanup(authn.Close)
+	adm, err := lease.New(lease.Config{EdgeID: edgeID, Timeout: time.Second, CacheMax: 1000, Registerer: m.Registry}, fl, log)
+	require.NoError(t, err)
+	t.Cleanup(func() { closeAdmitter(t, adm) })
+	return authn, adm
+}
+
+// testProxyConfig is the proxy configuration of a test edge in front of upstreamURL.
+func testProxyConfig(edgeID, upstreamURL string, upstreamConnsMax int) proxy.Config {
+	return proxy.Config{
+		EdgeID:                   edgeID,
+		UpstreamURL:              upstreamURL,
+		UpstreamKeys:             []string{upstreamKey},
+		UpstreamDialTimeout:      time.Second,
+		UpstreamWriteTimeout:     10 * time.Second,
+		UpstreamReadTimeout:      30 * time.Second,
+		UpstreamConnsMax:         upstreamConnsMax,
+		UpstreamConnWaitTimeout:  time.Second,
+		UpstreamIdleConnTimeout:  10 * time.Second,
+		UpstreamResponseBytesMax: 8 << 20,
+		BodyBytesMax:             1 << 20,
+		DrainTimeout:             10 * time.Second,
+		DrainsMax:                8,
+		LedgerTimeout:            time.Second,
+	}
+}
+
+// testPrices is the embedded price table, as the proxy takes it.
+func testPrices(t testing.TB) *atomic.Pointer[pricing.Table] {
+	table, err := pricing.Default()
+	require.NoError(t, err)
+	var prices atomic.Pointer[pricing.Table]
+	prices.Store(table)
+	return &prices
+}
+
+// edgeServer is the fasthttp server in front of p, configured as edge/internal/app does.
+func edgeServer(p *proxy.Proxy, cfg proxy.Config) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:               p.Handle,
+		ErrorHandler:          p.HandleError,
+		MaxRequestBodySize:    cfg.BodyBytesMax,
+		ReadBufferSize:        16 << 10,
+		WriteBufferSize:       16 << 10,
+		ReadTimeout:           10 * time.Second,
+		WriteTimeout:          time.Minute,
+		IdleTimeout:           10 * time.Second,
+		TCPKeepalive:          true,
+		CloseOnShutdown:       true,
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		Logger:                quietLogger{},
+	}
 }
 
 // shutdown stops the edge server (waiting for streams and drains), returns the leases and

@@ -165,7 +165,7 @@ func TestMessagesInEveryMockMode(t *testing.T) {
 		require.Equal(t, s.resp.header.Get("upstream-request-id"), rec.UpstreamRequestID, s.name)
 		require.True(t, strings.HasPrefix(rec.UpstreamRequestID, "req_"), s.name)
 		require.LessOrEqual(t, rec.TsStartMs, rec.TsEndMs)
-		require.Equal(t, "acct-rich", h.ledger.leaseAccount(rec.LeaseID), "%s: admitted from a lease ledgerd granted the account", s.name)
+		require.Equal(t, "acct-rich", h.ledger.LeaseAccount(rec.LeaseID), "%s: admitted from a lease ledgerd granted the account", s.name)
 	}
 	// The hand-computed totals, as a check on expectedCost itself.
 	c, u := expectedCost(fullUsage, haiku45)

@@ -24,12 +24,9 @@ import (
 
 	"tollgate/bench/forwarder"
 	"tollgate/bench/mock"
-	"tollgate/edge/internal/admit/lease"
-	"tollgate/edge/internal/auth"
 	"tollgate/edge/internal/metrics"
 	"tollgate/edge/internal/proxy"
 	"tollgate/pkg/ledgerapi"
-	"tollgate/pkg/pricing"
 	"tollgate/pkg/usage"
 )
 
@@ -223,55 +220,16 @@ func (discardSink) Release()             {}
 // startStreamEdge runs the edge with its real auth cache and lease admitter, a fake ledger
 // and a discarding sink, and returns its base URL.
 func startStreamEdge(b *testing.B, mockURL string) string {
-	log := slog.New(slog.DiscardHandler)
 	fl := newFakeLedger()
 	fl.add(keyRich, ledgerapi.Key{KeyID: "key-rich", AccountID: "acct-rich", AccountStatus: ledgerapi.StatusActive}, 1_000_000_000_000)
-	authn, err := auth.New(auth.Config{TTL: time.Hour, NegativeTTL: time.Minute, Timeout: time.Second, CacheMax: 1000}, fl, log)
-	require.NoError(b, err)
-	b.Cleanup(authn.Close)
-	adm, err := lease.New(lease.Config{EdgeID: "edge-bench", Timeout: time.Second, CacheMax: 1000}, fl, log)
-	require.NoError(b, err)
-	b.Cleanup(func() { closeAdmitter(b, adm) })
-	table, err := pricing.Default()
-	require.NoError(b, err)
-	var prices atomic.Pointer[pricing.Table]
-	prices.Store(table)
-	cfg := proxy.Config{
-		EdgeID:                   "edge-bench",
-		UpstreamURL:              mockURL,
-		UpstreamKeys:             []string{upstreamKey},
-		UpstreamDialTimeout:      time.Second,
-		UpstreamWriteTimeout:     10 * time.Second,
-		UpstreamReadTimeout:      30 * time.Second,
-		UpstreamConnsMax:         1024,
-		UpstreamConnWaitTimeout:  time.Second,
-		UpstreamIdleConnTimeout:  10 * time.Second,
-		UpstreamResponseBytesMax: 8 << 20,
-		BodyBytesMax:             1 << 20,
-		DrainTimeout:             10 * time.Second,
-		DrainsMax:                8,
-		LedgerTimeout:            time.Second,
-	}
-	p, err := proxy.New(cfg, proxy.Deps{Auth: authn, Admitter: adm, Prices: &prices, Sink: discardSink{},
-		Balances: adm, Metrics: metrics.New()})
+	m := metrics.New()
+	authn, adm := authAndAdmitter(b, fl, "edge-bench", m)
+	cfg := testProxyConfig("edge-bench", mockURL, 1024)
+	p, err := proxy.New(cfg, proxy.Deps{Auth: authn, Admitter: adm, Prices: testPrices(b), Sink: discardSink{},
+		Balances: adm, Metrics: m})
 	require.NoError(b, err)
 	b.Cleanup(p.Close)
-	// As edge/internal/app configures the server.
-	return serve(b, &fasthttp.Server{
-		Handler:               p.Handle,
-		ErrorHandler:          p.HandleError,
-		MaxRequestBodySize:    cfg.BodyBytesMax,
-		ReadBufferSize:        16 << 10,
-		WriteBufferSize:       16 << 10,
-		ReadTimeout:           10 * time.Second,
-		WriteTimeout:          time.Minute,
-		IdleTimeout:           10 * time.Second,
-		TCPKeepalive:          true,
-		CloseOnShutdown:       true,
-		NoDefaultServerHeader: true,
-		NoDefaultContentType:  true,
-		Logger:                quietLogger{},
-	})
+	return serve(b, edgeServer(p, cfg))
 }
 
 // startStreamForwarder runs bench/forwarder and returns its base URL.

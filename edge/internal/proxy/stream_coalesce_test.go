@@ -74,6 +74,19 @@ func upstreamStream(t *testing.T, addr string) *exchange {
 	return &exchange{start: time.Now(), body: resp.BodyStream()}
 }
 
+// requireReads reads x with room bytes per Read: each Read must return the next of wants, and
+// then the stream must end.
+func requireReads(t *testing.T, x *exchange, room int, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		got, err := readOnce(t, x, room)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+	_, err := readOnce(t, x, room)
+	require.ErrorIs(t, err, io.EOF)
+}
+
 // readOnce is one Read of x into a buffer of size bytes.
 func readOnce(t *testing.T, x *exchange, size int) (string, error) {
 	t.Helper()
@@ -99,13 +112,7 @@ func TestStreamReadCoalescesBufferedChunks(t *testing.T) {
 	})
 	t.Run("up to the room given", func(t *testing.T) {
 		x := upstreamStream(t, chunkedUpstream(t, nil, "5\r\nhello\r\n6\r\n world\r\n1\r\n!\r\n0\r\n\r\n"))
-		for _, want := range []string{"hello", " world!"} {
-			got, err := readOnce(t, x, 8)
-			require.NoError(t, err)
-			require.Equal(t, want, got)
-		}
-		_, err := readOnce(t, x, 8)
-		require.ErrorIs(t, err, io.EOF)
+		requireReads(t, x, 8, "hello", " world!")
 	})
 	t.Run("incomplete chunk not waited for", func(t *testing.T) {
 		next := make(chan struct{})
@@ -122,13 +129,7 @@ func TestStreamReadCoalescesBufferedChunks(t *testing.T) {
 	})
 	t.Run("chunk extensions read one by one", func(t *testing.T) {
 		x := upstreamStream(t, chunkedUpstream(t, nil, "5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n"))
-		for _, want := range []string{"hello", " world"} {
-			got, err := readOnce(t, x, 4096)
-			require.NoError(t, err)
-			require.Equal(t, want, got)
-		}
-		_, err := readOnce(t, x, 4096)
-		require.ErrorIs(t, err, io.EOF)
+		requireReads(t, x, 4096, "hello", " world")
 	})
 	t.Run("every event metered", func(t *testing.T) {
 		ev := "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"abc\"}}\n\n"

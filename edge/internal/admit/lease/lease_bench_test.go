@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"tollgate/edge/internal/admit/lease"
+	"tollgate/edge/internal/admit/lease/leasetest"
 )
 
 // BenchmarkAdmitWarm is the request path's admission with a warm lease: Admit and Finish of
@@ -42,8 +43,8 @@ func BenchmarkAdmitWarmParallel(b *testing.B) {
 }
 
 func benchAdmitter(b *testing.B) *lease.Admitter {
-	f := newFakeLedger()
-	f.setBalance("acct_bench", 1<<60)
+	f := leasetest.New()
+	f.SetBalance("acct_bench", 1<<60)
 	a, err := lease.New(lease.Config{EdgeID: "bench", SizeMax: 1 << 55, RecallPoll: time.Hour}, f, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"tollgate/edge/internal/admit"
 	"tollgate/edge/internal/admit/lease"
+	"tollgate/edge/internal/admit/lease/leasetest"
 )
 
 // clock is a settable test clock; it keeps time.Now's monotonic reading so Sub works.
@@ -34,7 +36,7 @@ func eventually(t *testing.T, f func() bool, msg string, args ...any) {
 
 type opts func(*lease.Config)
 
-func newAdmitter(t *testing.T, f *fakeLedger, edge string, o ...opts) *lease.Admitter {
+func newAdmitter(t *testing.T, f *leasetest.Ledger, edge string, o ...opts) *lease.Admitter {
 	t.Helper()
 	cfg := lease.Config{EdgeID: edge, Timeout: time.Second, CacheMax: 1000, Window: 5 * time.Second,
 		RecallPoll: 10 * time.Millisecond, RecallWait: 2 * time.Second, Registerer: prometheus.NewRegistry()}
@@ -73,8 +75,8 @@ func admissions(t *testing.T, reg *prometheus.Registry, path string) float64 {
 }
 
 func TestWarmAdmissionIsLocal(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 1_000_000_000)
+	f := leasetest.New()
+	f.SetBalance("a1", 1_000_000_000)
 	reg := prometheus.NewRegistry()
 	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.Registerer = reg })
 
@@ -86,19 +88,17 @@ func TestWarmAdmissionIsLocal(t *testing.T) {
 		require.Equal(t, int64(1000), tk.Hold)
 		a.Finish(tk, 1000)
 	}
-	require.Equal(t, 1, f.count("grant"))
-	f.mu.Lock()
-	require.Equal(t, int64(4000), f.wants[0])
-	f.mu.Unlock()
+	require.Equal(t, 1, f.Count("grant"))
+	require.Equal(t, int64(4000), f.Wants()[0])
 	require.Equal(t, float64(1), admissions(t, reg, "ledgerd"))
 	require.Equal(t, float64(3), admissions(t, reg, "local"))
 }
 
 // A burst of requests for an account whose lease is cold waits on one call.
 func TestConcurrentMissesShareOneCall(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 1_000_000_000)
-	f.gate, f.entered = make(chan struct{}), make(chan struct{}, 1)
+	f := leasetest.New()
+	f.SetBalance("a1", 1_000_000_000)
+	entered, release := f.Block()
 	a := newAdmitter(t, f, "e1")
 
 	var wg sync.WaitGroup
@@ -115,20 +115,20 @@ func TestConcurrentMissesShareOneCall(t *testing.T) {
 	}
 	wg.Add(1)
 	go admitOne(100_000) // its lease: 4 × 100,000
-	<-f.entered          // the leader's grant is in flight and blocked
+	<-entered            // the leader's grant is in flight and blocked
 	for range 20 {
 		wg.Add(1)
 		go admitOne(1000) // these fit in what the leader's lease has left
 	}
-	close(f.gate)
+	release()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
 		require.NoError(t, err)
 	}
 	require.Len(t, tickets, 21)
-	require.Equal(t, 1, f.count("grant"), "one call for the whole burst")
-	require.Zero(t, f.count("extend"))
+	require.Equal(t, 1, f.Count("grant"), "one call for the whole burst")
+	require.Zero(t, f.Count("extend"))
 	close(tickets)
 	for tk := range tickets {
 		a.Finish(tk, tk.Hold)
@@ -136,8 +136,8 @@ func TestConcurrentMissesShareOneCall(t *testing.T) {
 }
 
 func TestInsufficientSaysWhatIsAvailable(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 5000)
+	f := leasetest.New()
+	f.SetBalance("a1", 5000)
 	a := newAdmitter(t, f, "e1")
 
 	_, err := a.Admit("a1", 6000)
@@ -148,28 +148,28 @@ func TestInsufficientSaysWhatIsAvailable(t *testing.T) {
 	// Low balance: exactly the hold is granted (4 holds would be more than a quarter).
 	tk, err := a.Admit("a1", 3000)
 	require.NoError(t, err)
-	require.Equal(t, int64(3000), f.reserved("a1"))
+	require.Equal(t, int64(3000), f.Reserved("a1"))
 	// While it runs, only 2000 are left to this node.
 	_, err = a.Admit("a1", 2500)
 	require.ErrorAs(t, err, &ins)
 	require.Equal(t, admit.InsufficientError{Hold: 2500, Available: 2000}, *ins)
 	a.Finish(tk, 1000)
 	// The account is low, so the idle lease went back with its spend: 4000 are available.
-	eventually(t, func() bool { return f.openLeases("a1") == 0 }, "tight lease released when idle")
-	require.Equal(t, int64(1000), f.reportedSpend("a1"))
+	eventually(t, func() bool { return f.OpenLeases("a1") == 0 }, "tight lease released when idle")
+	require.Equal(t, int64(1000), f.ReportedSpend("a1"))
 	tk, err = a.Admit("a1", 4000)
 	require.NoError(t, err)
 	a.Finish(tk, 4000)
 	_, err = a.Admit("a1", 1)
 	require.ErrorAs(t, err, &ins)
-	eventually(t, func() bool { return f.openLeases("a1") == 0 }, "released")
-	require.Equal(t, int64(5000), f.reportedSpend("a1"), "every micro-credit spent, none overdrawn")
+	eventually(t, func() bool { return f.OpenLeases("a1") == 0 }, "released")
+	require.Equal(t, int64(5000), f.ReportedSpend("a1"), "every micro-credit spent, none overdrawn")
 }
 
 // The lease asked for follows the account's recent spend on the node.
 func TestLeaseSizeFollowsSpend(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 1_000_000_000_000)
+	f := leasetest.New()
+	f.SetBalance("a1", 1_000_000_000_000)
 	c := newClock()
 	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.Now = c.Now; cfg.SizeMax = 10_000_000 })
 
@@ -180,14 +180,9 @@ func TestLeaseSizeFollowsSpend(t *testing.T) {
 		a.Finish(tk, 50)
 		c.Advance(10 * time.Millisecond)
 	}
-	calls := f.count("grant") + f.count("extend")
+	calls := f.Count("grant") + f.Count("extend")
 	require.Less(t, calls, 30, "leases grew with the spend: far fewer calls than requests")
-	f.mu.Lock()
-	biggest := max(f.wants[0], f.wants[len(f.wants)-1])
-	for _, w := range f.wants {
-		biggest = max(biggest, w)
-	}
-	f.mu.Unlock()
+	biggest := slices.Max(f.Wants())
 	// Window (5 s) × 5,000 µcr/s = 25,000, less what the lease still had when topped up.
 	require.Greater(t, biggest, int64(10_000))
 	require.LessOrEqual(t, biggest, int64(26_000))
@@ -197,8 +192,8 @@ func TestLeaseSizeFollowsSpend(t *testing.T) {
 // (each call asks room for as many again as are running): about log2(N) calls for N of them,
 // not one per few requests.
 func TestLeaseGrowsGeometricallyWithRunningRequests(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 1_000_000_000_000)
+	f := leasetest.New()
+	f.SetBalance("a1", 1_000_000_000_000)
 	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.SizeMax = 10_000_000 })
 	const n = 256
 	tickets := make([]admit.Ticket, 0, n)
@@ -208,7 +203,7 @@ func TestLeaseGrowsGeometricallyWithRunningRequests(t *testing.T) {
 		tickets = append(tickets, tk)
 	}
 	// 4 holds, then 8, 16, … 256: 7 calls; a background top-up may add a few.
-	require.LessOrEqual(t, f.count("grant")+f.count("extend"), 12, "calls for %d running requests", n)
+	require.LessOrEqual(t, f.Count("grant")+f.Count("extend"), 12, "calls for %d running requests", n)
 	for _, tk := range tickets {
 		a.Finish(tk, 1000)
 	}
@@ -222,11 +217,11 @@ func TestBalanceSpreadOverNodesIsSpendable(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, seed))
 	for round := range 20 {
-		f := newFakeLedger()
+		f := leasetest.New()
 		const hold, cost = 10_000, 3_000
 		balance := int64(20_000 + rng.IntN(200_000))
 		acct := fmt.Sprint("a", round)
-		f.setBalance(acct, balance)
+		f.SetBalance(acct, balance)
 		nodes := []*lease.Admitter{newAdmitter(t, f, "e1"), newAdmitter(t, f, "e2"), newAdmitter(t, f, "e3")}
 		var spent int64
 		for i := 0; ; i++ {
@@ -246,14 +241,14 @@ func TestBalanceSpreadOverNodesIsSpendable(t *testing.T) {
 }
 
 func TestLedgerUnreachable(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 1_000_000_000)
+	f := leasetest.New()
+	f.SetBalance("a1", 1_000_000_000)
 	a := newAdmitter(t, f, "e1")
 	tk, err := a.Admit("a1", 1000) // lease of 4000
 	require.NoError(t, err)
 	a.Finish(tk, 1000)
 
-	f.setDown(true)
+	f.SetDown(true)
 	for range 3 { // 3000 left in the lease
 		tk, err := a.Admit("a1", 1000)
 		require.NoError(t, err, "within the lease")
@@ -262,22 +257,22 @@ func TestLedgerUnreachable(t *testing.T) {
 	_, err = a.Admit("a1", 1000)
 	require.ErrorIs(t, err, admit.ErrUnavailable, "beyond the lease")
 
-	f.setDown(false)
+	f.SetDown(false)
 	tk, err = a.Admit("a1", 1000)
 	require.NoError(t, err)
 	a.Finish(tk, 500)
 }
 
 func TestExpiredLeaseIsNotUsed(t *testing.T) {
-	f := newFakeLedger()
-	f.ttl = 10 * time.Second
-	f.setBalance("a1", 1_000_000_000)
+	f := leasetest.New()
+	f.SetTTL(10 * time.Second)
+	f.SetBalance("a1", 1_000_000_000)
 	c := newClock()
 	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.Now = c.Now })
 	tk, err := a.Admit("a1", 1000)
 	require.NoError(t, err)
 	a.Finish(tk, 10)
-	f.setDown(true)
+	f.SetDown(true)
 	c.Advance(10 * time.Second)
 	// The sweep retires it; a request then needs ledgerd.
 	eventually(t, func() bool {
@@ -287,14 +282,14 @@ func TestExpiredLeaseIsNotUsed(t *testing.T) {
 		}
 		return errors.Is(err, admit.ErrUnavailable)
 	}, "an expired lease admits nothing, whatever it has left")
-	f.setDown(false)
+	f.SetDown(false)
 }
 
 // A request that costs more than its hold overdraws the lease; the node must obtain the
 // deficit before admitting more, so an account that cannot cover it is refused.
 func TestOverrunIsRecoveredBeforeMoreIsAdmitted(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 10_000)
+	f := leasetest.New()
+	f.SetBalance("a1", 10_000)
 	a := newAdmitter(t, f, "e1")
 	tk, err := a.Admit("a1", 2500) // a quarter of 10,000: exactly 2500 granted
 	require.NoError(t, err)
@@ -304,39 +299,35 @@ func TestOverrunIsRecoveredBeforeMoreIsAdmitted(t *testing.T) {
 	require.ErrorAs(t, err, &ins, "9000 spent, 1000 left: a 2000 hold cannot be covered")
 	require.Equal(t, admit.InsufficientError{Hold: 2000, Available: 1000}, *ins)
 	require.NoError(t, a.Close(context.Background()))
-	require.Equal(t, int64(9000), f.reportedSpend("a1"))
+	require.Equal(t, int64(9000), f.ReportedSpend("a1"))
 }
 
 func TestRecalledLeaseIsReturned(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 1_000_000)
+	f := leasetest.New()
+	f.SetBalance("a1", 1_000_000)
 	a := newAdmitter(t, f, "e1")
 	tk, err := a.Admit("a1", 1000)
 	require.NoError(t, err)
-	f.mu.Lock()
-	for _, l := range f.leases {
-		l.recalled = true
-	}
-	f.mu.Unlock()
+	f.RecallAll()
 	time.Sleep(50 * time.Millisecond) // several polls: the running request keeps it open
-	require.Equal(t, 1, f.openLeases("a1"))
+	require.Equal(t, 1, f.OpenLeases("a1"))
 	a.Finish(tk, 700)
-	eventually(t, func() bool { return f.openLeases("a1") == 0 }, "recalled lease released once idle")
-	require.Equal(t, int64(700), f.reportedSpend("a1"))
+	eventually(t, func() bool { return f.OpenLeases("a1") == 0 }, "recalled lease released once idle")
+	require.Equal(t, int64(700), f.ReportedSpend("a1"))
 	// The next request gets a new lease.
 	tk, err = a.Admit("a1", 1000)
 	require.NoError(t, err)
 	a.Finish(tk, 1)
-	require.Equal(t, 2, f.count("grant"))
+	require.Equal(t, 2, f.Count("grant"))
 }
 
 func TestEvictedLeasesAreReturned(t *testing.T) {
-	f := newFakeLedger()
+	f := leasetest.New()
 	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.CacheMax = 5 })
 	var want int64
 	for i := range 200 {
 		acct := fmt.Sprint("a", i)
-		f.setBalance(acct, 1_000_000)
+		f.SetBalance(acct, 1_000_000)
 		tk, err := a.Admit(acct, 1000)
 		require.NoError(t, err)
 		a.Finish(tk, int64(i))
@@ -344,31 +335,19 @@ func TestEvictedLeasesAreReturned(t *testing.T) {
 	}
 	// At most the 5 cached accounts keep their lease; every other was released with its spend.
 	eventually(t, func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		open := 0
-		for _, l := range f.leases {
-			if l.open {
-				open++
-			}
-		}
+		open, _ := f.Leases()
 		return open <= 5
 	}, "leases of accounts that left the cache are released")
 	require.NoError(t, a.Close(context.Background()))
-	var got int64
-	f.mu.Lock()
-	for _, l := range f.leases {
-		require.False(t, l.open, "Close returns the rest")
-		got += l.reported
-	}
-	f.mu.Unlock()
+	open, got := f.Leases()
+	require.Zero(t, open, "Close returns the rest")
 	require.Equal(t, want, got, "every spend reported exactly once")
 }
 
 func TestCloseReturnsLeasesWithSpend(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 1_000_000_000)
-	f.setBalance("a2", 1_000_000_000)
+	f := leasetest.New()
+	f.SetBalance("a1", 1_000_000_000)
+	f.SetBalance("a2", 1_000_000_000)
 	a := newAdmitter(t, f, "e1")
 	for i := range 10 {
 		for _, acct := range []string{"a1", "a2"} {
@@ -378,15 +357,15 @@ func TestCloseReturnsLeasesWithSpend(t *testing.T) {
 		}
 	}
 	require.NoError(t, a.Close(context.Background()))
-	require.Zero(t, f.openLeases("a1")+f.openLeases("a2"))
-	require.Equal(t, int64(1045), f.reportedSpend("a1"))
-	require.Equal(t, int64(1045), f.reportedSpend("a2"))
+	require.Zero(t, f.OpenLeases("a1")+f.OpenLeases("a2"))
+	require.Equal(t, int64(1045), f.ReportedSpend("a1"))
+	require.Equal(t, int64(1045), f.ReportedSpend("a2"))
 	require.NoError(t, a.Close(context.Background()), "idempotent")
 }
 
 func TestBalanceIsNetOfHolds(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 1_000_000)
+	f := leasetest.New()
+	f.SetBalance("a1", 1_000_000)
 	a := newAdmitter(t, f, "e1")
 	tk, err := a.Admit("a1", 10_000) // lease of 40,000
 	require.NoError(t, err)
@@ -402,7 +381,7 @@ func TestBalanceIsNetOfHolds(t *testing.T) {
 }
 
 func TestSuspendedAccount(t *testing.T) {
-	f := newFakeLedger()
+	f := leasetest.New()
 	a := newAdmitter(t, f, "e1")
 	_, err := a.Admit("nobody", 10)
 	require.ErrorIs(t, err, admit.ErrUnavailable, "an account ledgerd does not know")
@@ -411,9 +390,9 @@ func TestSuspendedAccount(t *testing.T) {
 
 // Many goroutines on two nodes admit and finish against one account: the books add up.
 func TestConcurrentAdmissionsAddUp(t *testing.T) {
-	f := newFakeLedger()
+	f := leasetest.New()
 	const balance = 5_000_000
-	f.setBalance("a1", balance)
+	f.SetBalance("a1", balance)
 	nodes := []*lease.Admitter{newAdmitter(t, f, "e1"), newAdmitter(t, f, "e2")}
 	var spent atomic.Int64
 	var wg sync.WaitGroup
@@ -437,13 +416,13 @@ func TestConcurrentAdmissionsAddUp(t *testing.T) {
 	for _, n := range nodes {
 		require.NoError(t, n.Close(context.Background()))
 	}
-	require.Equal(t, spent.Load(), f.reportedSpend("a1"))
+	require.Equal(t, spent.Load(), f.ReportedSpend("a1"))
 	require.Greater(t, spent.Load(), int64(balance-20_000*16), "refusals came only when holds in flight filled what was left")
 }
 
 func TestAdmitAllocatesNothingWithAWarmLease(t *testing.T) {
-	f := newFakeLedger()
-	f.setBalance("a1", 1<<50)
+	f := leasetest.New()
+	f.SetBalance("a1", 1<<50)
 	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.SizeMax = 1 << 40 })
 	tk, err := a.Admit("a1", 1<<30) // a lease of 4 × 2^30
 	require.NoError(t, err)
@@ -461,10 +440,10 @@ func TestAdmitAllocatesNothingWithAWarmLease(t *testing.T) {
 // A lease nobody used for half its TTL goes back; one with a request running (a long stream)
 // is extended instead, however long the request takes.
 func TestIdleLeaseReturnedBusyLeaseKept(t *testing.T) {
-	f := newFakeLedger()
-	f.ttl = 10 * time.Second
-	f.setBalance("idle", 1_000_000)
-	f.setBalance("busy", 1_000_000)
+	f := leasetest.New()
+	f.SetTTL(10 * time.Second)
+	f.SetBalance("idle", 1_000_000)
+	f.SetBalance("busy", 1_000_000)
 	c := newClock()
 	a := newAdmitter(t, f, "e1", func(cfg *lease.Config) { cfg.Now = c.Now })
 	tk, err := a.Admit("idle", 1000)
@@ -474,16 +453,16 @@ func TestIdleLeaseReturnedBusyLeaseKept(t *testing.T) {
 	require.NoError(t, err)
 
 	for range 6 { // six TTLs: each time the busy lease is in the second half of its life
-		before := f.extendsOf("busy")
+		before := f.ExtendsOf("busy")
 		c.Advance(6 * time.Second)
-		eventually(t, func() bool { return f.extendsOf("busy") > before }, "the busy lease is extended")
+		eventually(t, func() bool { return f.ExtendsOf("busy") > before }, "the busy lease is extended")
 	}
-	eventually(t, func() bool { return f.openLeases("idle") == 0 }, "idle lease released")
-	require.Equal(t, int64(100), f.reportedSpend("idle"))
-	require.Equal(t, 1, f.openLeases("busy"), "the running request's lease is kept")
+	eventually(t, func() bool { return f.OpenLeases("idle") == 0 }, "idle lease released")
+	require.Equal(t, int64(100), f.ReportedSpend("idle"))
+	require.Equal(t, 1, f.OpenLeases("busy"), "the running request's lease is kept")
 	a.Finish(running, 700)
 	tk, err = a.Admit("busy", 1000)
 	require.NoError(t, err, "and it is still usable")
 	a.Finish(tk, 1)
-	require.Equal(t, 2, f.count("grant"))
+	require.Equal(t, 2, f.Count("grant"))
 }

@@ -1,9 +1,13 @@
-package lease_test
+// Package leasetest is an in-memory ledgerd for tests of the edge's lease admitter and of
+// what runs on it (the proxy): it implements the admitter's Ledger interface and plays
+// ledgerd's lease rules (ledgerd/README.md "Lease arithmetic").
+package leasetest
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -11,16 +15,16 @@ import (
 	"tollgate/pkg/ledgerapi"
 )
 
-// fakeLedger plays ledgerd's lease rules in memory (ledgerd/README.md "Lease arithmetic"):
-// grants take min(want, available/4) when that covers min, else exactly min when available
+// Ledger plays ledgerd's lease rules in memory: grants take min(want, available/4) when that
+// covers min, else exactly min when available
 // covers it, else 402 — recalling other nodes' open leases when they could cover it. Nothing
 // settles, so a released lease keeps reserving its reported spend: available is what the
 // account could still spend if every charge so far were settled.
-type fakeLedger struct {
+type Ledger struct {
 	mu      sync.Mutex
 	ttl     time.Duration
 	balance map[string]int64
-	leases  map[string]*fakeLease
+	leases  map[string]*lease
 	seq     int
 	down    bool          // every call fails as if ledgerd were unreachable
 	gate    chan struct{} // when set, Grant waits for it to close
@@ -30,45 +34,110 @@ type fakeLedger struct {
 	extends map[string]int // extends per account
 }
 
-type fakeLease struct {
+type lease struct {
 	id, account, edge string
 	granted, reported int64
 	open, recalled    bool
 }
 
-func newFakeLedger() *fakeLedger {
-	return &fakeLedger{ttl: time.Minute, balance: map[string]int64{}, leases: map[string]*fakeLease{}, calls: map[string]int{},
+// New returns a ledger with no accounts and a lease TTL of one minute.
+func New() *Ledger {
+	return &Ledger{ttl: time.Minute, balance: map[string]int64{}, leases: map[string]*lease{}, calls: map[string]int{},
 		extends: map[string]int{}}
 }
 
 var errDown = errors.New("connection refused")
 
-func (f *fakeLedger) setBalance(acct string, b int64) {
+func (f *Ledger) SetBalance(acct string, b int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.balance[acct] = b
 }
 
-func (f *fakeLedger) setDown(down bool) {
+// SetTTL sets the TTL of the leases granted from now on.
+func (f *Ledger) SetTTL(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ttl = d
+}
+
+// Block makes grants wait until release is called; entered receives when the first of them
+// has started waiting. After release, grants no longer wait.
+func (f *Ledger) Block() (entered <-chan struct{}, release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	gate, ent := make(chan struct{}), make(chan struct{}, 1)
+	f.gate, f.entered = gate, ent
+	return ent, func() {
+		f.mu.Lock()
+		f.gate, f.entered = nil, nil
+		f.mu.Unlock()
+		close(gate)
+	}
+}
+
+// Wants returns the want of every grant and extend so far, in order.
+func (f *Ledger) Wants() []int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.wants)
+}
+
+// RecallAll marks every open lease recalled, as ledgerd does when another node is refused.
+func (f *Ledger) RecallAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range f.leases {
+		l.recalled = true
+	}
+}
+
+// Leases counts the open leases of every account and sums the spend reported on the
+// released ones.
+func (f *Ledger) Leases() (open int, reported int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range f.leases {
+		if l.open {
+			open++
+		} else {
+			reported += l.reported
+		}
+	}
+	return open, reported
+}
+
+// LeaseAccount is the account lease id was granted to, or "" when it never was.
+func (f *Ledger) LeaseAccount(id string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l := f.leases[id]; l != nil {
+		return l.account
+	}
+	return ""
+}
+
+// SetDown makes every call fail as if ledgerd were unreachable, or stops that.
+func (f *Ledger) SetDown(down bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.down = down
 }
 
-func (f *fakeLedger) count(call string) int {
+func (f *Ledger) Count(call string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls[call]
 }
 
-func (f *fakeLedger) extendsOf(acct string) int {
+func (f *Ledger) ExtendsOf(acct string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.extends[acct]
 }
 
 // available is balance − Σ reservations, with the lock held.
-func (f *fakeLedger) available(acct string) int64 {
+func (f *Ledger) available(acct string) int64 {
 	a := f.balance[acct]
 	for _, l := range f.leases {
 		if l.account != acct {
@@ -83,15 +152,15 @@ func (f *fakeLedger) available(acct string) int64 {
 	return a
 }
 
-// reserved is Σ reservations of an account.
-func (f *fakeLedger) reserved(acct string) int64 {
+// Reserved is Σ reservations of an account.
+func (f *Ledger) Reserved(acct string) int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.balance[acct] - f.available(acct)
 }
 
-// openLeases counts open leases of an account.
-func (f *fakeLedger) openLeases(acct string) int {
+// OpenLeases counts open leases of an account.
+func (f *Ledger) OpenLeases(acct string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
@@ -103,8 +172,8 @@ func (f *fakeLedger) openLeases(acct string) int {
 	return n
 }
 
-// reported sums the spend reported on released leases of an account.
-func (f *fakeLedger) reportedSpend(acct string) int64 {
+// ReportedSpend sums the spend reported on released leases of an account.
+func (f *Ledger) ReportedSpend(acct string) int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var n int64
@@ -117,7 +186,7 @@ func (f *fakeLedger) reportedSpend(acct string) int64 {
 }
 
 // recall marks the account's open leases but exceptID when they could cover minimum.
-func (f *fakeLedger) recall(acct, exceptID string, minimum int64) int64 {
+func (f *Ledger) recall(acct, exceptID string, minimum int64) int64 {
 	var held int64
 	for _, l := range f.leases {
 		if l.account == acct && l.open && l.id != exceptID {
@@ -142,7 +211,7 @@ func grantAmount(avail, want, minimum int64) (int64, bool) {
 	return max(min(want, max(avail, 0)/4), minimum), true
 }
 
-func (f *fakeLedger) enter(call string) error {
+func (f *Ledger) enter(call string) error {
 	f.calls[call]++
 	if f.down {
 		return fmt.Errorf("%s: %w", call, errDown)
@@ -150,7 +219,7 @@ func (f *fakeLedger) enter(call string) error {
 	return nil
 }
 
-func (f *fakeLedger) Grant(_ context.Context, g ledgerapi.Grant) (ledgerapi.Lease, error) {
+func (f *Ledger) Grant(_ context.Context, g ledgerapi.Grant) (ledgerapi.Lease, error) {
 	f.mu.Lock()
 	gate, entered := f.gate, f.entered
 	f.mu.Unlock()
@@ -175,17 +244,17 @@ func (f *fakeLedger) Grant(_ context.Context, g ledgerapi.Grant) (ledgerapi.Leas
 		return ledgerapi.Lease{}, &ledger.InsufficientError{Available: avail, Recallable: f.recall(g.AccountID, "", g.MinMicrocredits)}
 	}
 	f.seq++
-	l := &fakeLease{id: fmt.Sprintf("lease_%d", f.seq), account: g.AccountID, edge: g.EdgeID, granted: amount, open: true}
+	l := &lease{id: fmt.Sprintf("lease_%d", f.seq), account: g.AccountID, edge: g.EdgeID, granted: amount, open: true}
 	f.leases[l.id] = l
 	return f.answer(l, f.ttl), nil
 }
 
-func (f *fakeLedger) answer(l *fakeLease, ttl time.Duration) ledgerapi.Lease {
+func (f *Ledger) answer(l *lease, ttl time.Duration) ledgerapi.Lease {
 	return ledgerapi.Lease{LeaseID: l.id, AccountID: l.account, GrantedMicrocredits: l.granted,
 		TTLMillis: ttl.Milliseconds(), AvailableMicrocredits: f.available(l.account)}
 }
 
-func (f *fakeLedger) Extend(_ context.Context, id string, e ledgerapi.Extend) (ledgerapi.Lease, error) {
+func (f *Ledger) Extend(_ context.Context, id string, e ledgerapi.Extend) (ledgerapi.Lease, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("extend"); err != nil {
@@ -210,7 +279,7 @@ func (f *fakeLedger) Extend(_ context.Context, id string, e ledgerapi.Extend) (l
 	return f.answer(l, f.ttl), nil
 }
 
-func (f *fakeLedger) Release(_ context.Context, id string, r ledgerapi.Release) (ledgerapi.Lease, error) {
+func (f *Ledger) Release(_ context.Context, id string, r ledgerapi.Release) (ledgerapi.Lease, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("release"); err != nil {
@@ -226,7 +295,7 @@ func (f *fakeLedger) Release(_ context.Context, id string, r ledgerapi.Release) 
 	return f.answer(l, 0), nil
 }
 
-func (f *fakeLedger) Recalls(_ context.Context, edge string) ([]string, error) {
+func (f *Ledger) Recalls(_ context.Context, edge string) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("recalls"); err != nil {
@@ -241,7 +310,7 @@ func (f *fakeLedger) Recalls(_ context.Context, edge string) ([]string, error) {
 	return ids, nil
 }
 
-func (f *fakeLedger) Balance(_ context.Context, acct string) (ledgerapi.Balance, error) {
+func (f *Ledger) Balance(_ context.Context, acct string) (ledgerapi.Balance, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.enter("balance"); err != nil {

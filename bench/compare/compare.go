@@ -462,6 +462,34 @@ func (c *comparer) scenario(ctx context.Context, name string) error {
 	res := &ScenarioResult{Meta: meta, Title: sc.Title, Conns: sc.Conns, Shapes: sc.Shapes,
 		Notes: append([]string(nil), c.notes...)}
 	c.progress("scenario %s: %s (load average %s)", sc.Name, sc.Title, report.LoadAvg())
+	if err := c.inScenario(sc, res, func() error { return c.run(ctx, sc, res) }); err != nil {
+		return fmt.Errorf("scenario %s: %w", sc.Name, err)
+	}
+	res.Notes = append(res.Notes, "load average after the scenario, this run's own load included: "+report.LoadAvg())
+	return c.write(res)
+}
+
+// inScenario runs fn with the background at the scenario's priority, noting in res when that
+// is not BackgroundNice, and puts it back after.
+func (c *comparer) inScenario(sc Scenario, res *ScenarioResult, fn func() error) (err error) {
+	n := c.cfg.BackgroundNice
+	if !sc.BackgroundNormal || n == 0 {
+		return fn()
+	}
+	if err := c.reniceBackground(0); err != nil {
+		return err
+	}
+	res.Notes = append(res.Notes, fmt.Sprintf("this scenario ran the background at nice 0 and put it back at %d after", n))
+	defer func() {
+		if rerr := c.reniceBackground(n); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	return fn()
+}
+
+// run runs the scenario's load.
+func (c *comparer) run(ctx context.Context, sc Scenario, res *ScenarioResult) error {
 	var err error
 	switch sc.Kind {
 	case Throughput:
@@ -473,11 +501,7 @@ func (c *comparer) scenario(ctx context.Context, name string) error {
 	case Settle:
 		err = c.settle(ctx, sc, res)
 	}
-	if err != nil {
-		return fmt.Errorf("scenario %s: %w", sc.Name, err)
-	}
-	res.Notes = append(res.Notes, "load average after the scenario, this run's own load included: "+report.LoadAvg())
-	return c.write(res)
+	return err
 }
 
 // throughput alternates the targets in rounds: first every target's closed loop, then every
@@ -555,19 +579,7 @@ func niceRate(r float64) float64 {
 
 // slow holds SlowStreams streams open on each target in turn: one request per connection,
 // connections opened over a ramp, each stream about 10 s long.
-func (c *comparer) slow(ctx context.Context, sc Scenario, res *ScenarioResult) (err error) {
-	// New streams wait for lease grants from ledgerd (each account runs ~100 at once): at
-	// BackgroundNice under an edge saturated by the ramp, grants time out and streams get
-	// 503 (185 of 9,500 in one run), which says nothing about the edge.
-	restore, err := c.backgroundNormal(res)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if rerr := restore(); rerr != nil && err == nil {
-			err = rerr
-		}
-	}()
+func (c *comparer) slow(ctx context.Context, sc Scenario, res *ScenarioResult) error {
 	ramp := time.Duration(sc.Conns) * time.Second / 2000 // 2,000 new connections a second
 	for _, t := range c.targets {
 		r, err := c.load(ctx, t, load.Config{Conns: sc.Conns, Requests: int64(sc.Conns),

@@ -353,7 +353,7 @@ type SettleResult struct {
 
 // settle runs the edge in an open loop at SettleRate with the background at normal priority,
 // then measures, per request, how long after its response ended ledgerd settled it.
-func (c *comparer) settle(ctx context.Context, sc Scenario, res *ScenarioResult) (err error) {
+func (c *comparer) settle(ctx context.Context, sc Scenario, res *ScenarioResult) error {
 	edge := c.targets[len(c.targets)-1]
 	res.Rate = c.cfg.SettleRate
 	out := &SettleResult{Rate: c.cfg.SettleRate, Duration: c.cfg.SettleDuration}
@@ -364,18 +364,8 @@ func (c *comparer) settle(ctx context.Context, sc Scenario, res *ScenarioResult)
 	}
 	defer reader.Close()
 
-	// The lag includes the consumers' CPU, so they get normal priority, as on their own
-	// machines; the throughput scenarios that follow get them back at BackgroundNice.
-	restore, err := c.backgroundNormal(res)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if rerr := restore(); rerr != nil && err == nil {
-			err = rerr
-		}
-	}()
-
+	// The lag includes the consumers' CPU: the scenario runs them at normal priority
+	// (BackgroundNormal), as on their own machines.
 	offset, err := c.edgeLog.Seek(0, io.SeekCurrent)
 	if err != nil {
 		return fmt.Errorf("request log offset: %w", err)
@@ -430,20 +420,6 @@ func (c *comparer) settle(ctx context.Context, sc Scenario, res *ScenarioResult)
 		r.OK, r.Sent, r.Throughput, report.Errors(r.Errors), us(out.Lag.Lag.P50Us), us(out.Lag.Lag.P99Us),
 		us(out.Lag.Lag.MaxUs), out.Lag.Settled, out.Lag.Billed, out.Wait.Round(time.Millisecond))
 	return nil
-}
-
-// backgroundNormal gives the background nice 0 for one scenario, noting it in res, and
-// returns what puts it back at BackgroundNice.
-func (c *comparer) backgroundNormal(res *ScenarioResult) (restore func() error, err error) {
-	n := c.cfg.BackgroundNice
-	if n == 0 {
-		return func() error { return nil }, nil
-	}
-	if err := c.reniceBackground(0); err != nil {
-		return nil, err
-	}
-	res.Notes = append(res.Notes, fmt.Sprintf("this scenario ran the background at nice 0 and put it back at %d after", n))
-	return func() error { return c.reniceBackground(n) }, nil
 }
 
 // reniceBackground gives every background process (Kafka, ledgerd, analytics, ClickHouse)

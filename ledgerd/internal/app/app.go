@@ -231,21 +231,9 @@ func serve(srv *http.Server, ln net.Listener) error {
 // ensureTopics creates the topics if missing, retrying until Kafka answers: ledgerd serves
 // its APIs meanwhile, and settlement starts when Kafka is there.
 func (a *App) ensureTopics(ctx context.Context) {
-	backoff := 500 * time.Millisecond
-	for ctx.Err() == nil {
-		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := bus.EnsureTopics(tctx, a.cfg.KafkaBrokers, a.cfg.TopicPartitions, usage.Topic, usage.TopicDLQ)
-		cancel()
-		if err == nil {
-			return
-		}
-		a.log.Warn("kafka_topics_unavailable", "error", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
+	_ = a.retryKafka(ctx, "create topics", func(ctx context.Context) error { // fails only when ctx ends
+		return bus.EnsureTopics(ctx, a.cfg.KafkaBrokers, a.cfg.TopicPartitions, usage.Topic, usage.TopicDLQ)
+	})
 }
 
 // consumerGroup is ledgerd's consumer group on usage.v1, also the key of its offsets in the

@@ -120,8 +120,13 @@ const (
 	// what its calls obtained.
 	attemptsMax = 16
 	// workers run background ledgerd calls (extends, releases); jobsMax bounds their queue.
-	// A full queue defers the work to the next sweep.
-	workers = 4
+	// A full queue defers the work to the next sweep. A call mostly waits — for the network
+	// and for ledgerd's database, where a settlement batch can hold the lock for hundreds of
+	// milliseconds — so there are enough workers for the top-ups of many busy accounts at
+	// once: with 4, a hundred accounts crossing their low-water marks together (traffic
+	// resuming) queued for a second behind such waits, and their leases ran dry first.
+	// The ledger client keeps as many connections.
+	workers = 32
 	jobsMax = 4096
 	// releaseGiveUp: a release still failing this long after the lease's local expiry is
 	// dropped (logged): ledgerd has reclaimed the lease by then.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"tollgate/edge/internal/admit"
@@ -148,8 +149,7 @@ func (a *Admitter) size(acct *account, l *lease, hold int64) int64 {
 	case acct.markAt == 0:
 		acct.markAt, acct.markSpent = now, spent
 	case now-acct.markAt >= minSpan:
-		// µcr per second over the span since the last measurement (about one lease's life).
-		acct.rate = mulDiv(spent-acct.markSpent, int64(time.Second), now-acct.markAt)
+		acct.rate = nextRate(acct.rate, spent-acct.markSpent, now-acct.markAt)
 		acct.markAt, acct.markSpent = now, spent
 	}
 	var running int64
@@ -159,6 +159,26 @@ func (a *Admitter) size(acct *account, l *lease, hold int64) int64 {
 	s := satAdd(satAdd(mulDiv(acct.rate, int64(a.cfg.Window), int64(time.Second)), running), max(hold, acct.waiting.Load()))
 	s = max(s, satMul(hold, initialHolds))
 	return min(max(min(s, a.cfg.SizeMax), hold), amountMax)
+}
+
+// rateHalfLife is how fast the spend-rate estimate may fall: by half per rateHalfLife.
+const rateHalfLife = 30 * time.Second
+
+// nextRate is the account's spend-rate estimate (µcr per second) after spend µcr in the
+// span ns since the last measurement (about one lease's life): the measured rate when it is
+// higher than prev, else prev decayed by half per rateHalfLife, but never below what was
+// measured. A measurement span with a pause in it averages the pause in (one of 7 s with a
+// 5 s pause reads a third of the rate): taken as is, a busy account back from a pause
+// would be leased a few holds' worth, and its requests would wait for ledgerd until the
+// next measurement. The cost is a lease up to twice too large for half a minute after a
+// real slowdown; ledgerd still grants at most its share of what is available.
+func nextRate(prev, spend, span int64) int64 {
+	measured := mulDiv(spend, int64(time.Second), span)
+	if measured >= prev {
+		return measured
+	}
+	decayed := int64(float64(prev) * math.Exp2(-float64(span)/float64(rateHalfLife)))
+	return max(measured, decayed)
 }
 
 // grant asks ledgerd for a new lease of size (at least minimum) and makes it the account's
@@ -222,13 +242,15 @@ func (a *Admitter) applyTerms(l *lease, resp ledgerapi.Lease, sent, asked, got, 
 	// Counted from when the call was sent: ledgerd's expiry is later than that.
 	l.until.Store(sent + ttl)
 	if asked > 0 {
-		tight := got < asked
-		l.tight.Store(tight || l.acct.gone.Load())
-		if tight {
-			l.lowWater.Store(0)
-		} else {
-			l.lowWater.Store(size / 2)
-		}
+		l.tight.Store(got < asked || l.acct.gone.Load())
+	}
+	// The top-up level follows the size aimed at even when nothing was asked (the lease
+	// already held that much): a level left from a larger size would queue a top-up at every
+	// admission until the lease ran dry.
+	if l.tight.Load() {
+		l.lowWater.Store(0)
+	} else {
+		l.lowWater.Store(size / 2)
 	}
 }
 

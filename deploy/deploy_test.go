@@ -52,7 +52,7 @@ var envByBinary = map[string][]string{
 	},
 	"ledgerd": {
 		"TOLLGATE_LEDGER_DB", "TOLLGATE_ADMIN_TOKEN", "TOLLGATE_INTERNAL_SECRET",
-		"TOLLGATE_WEBHOOK_SECRET", "TOLLGATE_KAFKA_BROKERS", "TOLLGATE_TOPIC_PARTITIONS",
+		"TOLLGATE_WEBHOOK_SECRET", "TOLLGATE_KAFKA_BROKERS", "TOLLGATE_KAFKA_PARTITIONS",
 		"TOLLGATE_LEDGER_INTERNAL_ADDR", "TOLLGATE_LEDGER_ADMIN_ADDR", "TOLLGATE_SHUTDOWN_TIMEOUT",
 		"TOLLGATE_PLANS_FILE", "TOLLGATE_DATA_DIR",
 	},
@@ -609,7 +609,7 @@ func TestK8sPartitionsAgree(t *testing.T) {
 	m := loadK8s(t)
 	byBin := m.tollgateContainers(t)
 	var values []string
-	for bin, name := range map[string]string{"edge": "TOLLGATE_KAFKA_PARTITIONS", "analytics": "TOLLGATE_KAFKA_PARTITIONS", "ledgerd": "TOLLGATE_TOPIC_PARTITIONS"} {
+	for bin, name := range map[string]string{"edge": "TOLLGATE_KAFKA_PARTITIONS", "analytics": "TOLLGATE_KAFKA_PARTITIONS", "ledgerd": "TOLLGATE_KAFKA_PARTITIONS"} {
 		v, ok := m.envValue(t, byBin[bin][0], name)
 		require.True(t, ok, "%s: %s", bin, name)
 		values = append(values, v)
@@ -792,10 +792,8 @@ func TestComposePartitionsAgree(t *testing.T) {
 	f := loadCompose(t)
 	var values []string
 	for _, s := range f.Services {
-		for _, k := range []string{"TOLLGATE_KAFKA_PARTITIONS", "TOLLGATE_TOPIC_PARTITIONS"} {
-			if v, ok := s.Environment[k]; ok {
-				values = append(values, v)
-			}
+		if v, ok := s.Environment["TOLLGATE_KAFKA_PARTITIONS"]; ok {
+			values = append(values, v)
 		}
 	}
 	require.NotEmpty(t, values)

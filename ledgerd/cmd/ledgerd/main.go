@@ -37,7 +37,8 @@ func main() {
 }
 
 func serve(ctx context.Context, args []string) int {
-	cfg, validateOnly, err := app.ParseServe(args, os.Getenv, os.Stderr)
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg, validateOnly, err := app.ParseServe(args, os.Getenv, os.Stderr, log)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -52,7 +53,6 @@ func serve(ctx context.Context, args []string) int {
 		fmt.Fprintln(os.Stderr, "ledgerd: configuration is valid")
 		return 0
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if err := cfg.FillSecrets(os.Stderr); err != nil {
 		log.Error("ledgerd_failed", "error", err)
 		return 1

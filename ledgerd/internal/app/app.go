@@ -232,7 +232,7 @@ func serve(srv *http.Server, ln net.Listener) error {
 // its APIs meanwhile, and settlement starts when Kafka is there.
 func (a *App) ensureTopics(ctx context.Context) {
 	_ = a.retryKafka(ctx, "create topics", func(ctx context.Context) error { // fails only when ctx ends
-		return bus.EnsureTopics(ctx, a.cfg.KafkaBrokers, a.cfg.TopicPartitions, usage.Topic, usage.TopicDLQ)
+		return bus.EnsureTopics(ctx, a.cfg.KafkaBrokers, a.cfg.KafkaPartitions, usage.Topic, usage.TopicDLQ)
 	})
 }
 
@@ -285,23 +285,13 @@ func (a *App) rewindToLedger(ctx context.Context) error {
 	}
 	a.log.Warn("ledger_behind_kafka", "group", consumerGroup, "partitions", len(back), "stored", back, "committed", committed,
 		"detail", "the database is older than the group's position (restored from a backup?): moving the group back to settle what the database lacks")
-	deadline := time.Now().Add(groupEmptyWait)
-	for {
-		err := bus.SetGroupOffsets(ctx, a.cfg.KafkaBrokers, consumerGroup, usage.Topic, back)
-		if err == nil {
-			a.log.Info("ledger_offsets_rewound", "group", consumerGroup, "offsets", back)
-			return nil
-		}
-		if !errors.Is(err, bus.ErrGroupActive) || time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("the database is behind Kafka's offsets for group %s on %d partitions "+
-				"(restored from a backup?); stop every ledgerd, then start one, which moves the offsets back: %w",
-				consumerGroup, len(back), err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
+	if err := bus.SetGroupOffsetsWhenEmpty(ctx, a.cfg.KafkaBrokers, consumerGroup, usage.Topic, back, groupEmptyWait); err != nil {
+		return fmt.Errorf("the database is behind Kafka's offsets for group %s on %d partitions "+
+			"(restored from a backup?); stop every ledgerd, then start one, which moves the offsets back: %w",
+			consumerGroup, len(back), err)
 	}
+	a.log.Info("ledger_offsets_rewound", "group", consumerGroup, "offsets", back)
+	return nil
 }
 
 // retryKafka runs f until it succeeds or ctx ends, with backoff, logging failures.

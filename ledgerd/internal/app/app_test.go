@@ -37,7 +37,7 @@ func TestParseAndValidate(t *testing.T) {
 		"TOLLGATE_LEDGER_ADMIN_ADDR": "127.0.0.1:9999",
 		"TOLLGATE_LEASE_TTL":         "90s",
 	}
-	cfg, validate, err := app.ParseServe([]string{"-lease-ttl", "45s", "-validate"}, func(k string) string { return env[k] }, io.Discard)
+	cfg, validate, err := app.ParseServe([]string{"-lease-ttl", "45s", "-validate"}, func(k string) string { return env[k] }, io.Discard, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	require.True(t, validate)
 	require.Equal(t, "/var/lib/tollgate/ledger.db", cfg.DB)
@@ -49,7 +49,7 @@ func TestParseAndValidate(t *testing.T) {
 
 	_, _, err = app.ParseServe(nil, func(k string) string {
 		return map[string]string{"TOLLGATE_LEASE_TTL": "soon"}[k]
-	}, io.Discard)
+	}, io.Discard, slog.New(slog.DiscardHandler))
 	require.ErrorContains(t, err, "TOLLGATE_LEASE_TTL")
 
 	bad := app.DefaultConfig()
@@ -62,6 +62,71 @@ func TestParseAndValidate(t *testing.T) {
 	require.Error(t, err)
 	for _, field := range []string{"kafka:", "admin-token:", "batch-max:", "lease-grace:"} {
 		require.ErrorContains(t, err, field, "every problem is reported at once")
+	}
+}
+
+// TestParsePartitionsAlias: ledgerd reads the partition count under the edge's and analytics'
+// name; the old name still works for a release, with a warning naming the new one, and old and
+// new set to different values at the same level is refused with advice on which to keep.
+func TestParsePartitionsAlias(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    int
+		warns   []string // the deprecated names the warnings must mention
+		errWant string   // substring of the error; empty: no error
+	}{
+		{name: "default", want: usage.TopicPartitions},
+		{name: "new env", env: map[string]string{"TOLLGATE_KAFKA_PARTITIONS": "12"}, want: 12},
+		{name: "new flag beats new env", args: []string{"-kafka-partitions", "3"},
+			env: map[string]string{"TOLLGATE_KAFKA_PARTITIONS": "12"}, want: 3},
+		{name: "old env", env: map[string]string{"TOLLGATE_TOPIC_PARTITIONS": "7"}, want: 7,
+			warns: []string{"TOLLGATE_TOPIC_PARTITIONS"}},
+		{name: "old flag", args: []string{"-topic-partitions", "5"}, want: 5, warns: []string{"-topic-partitions"}},
+		{name: "old and new env agree", env: map[string]string{"TOLLGATE_TOPIC_PARTITIONS": "12", "TOLLGATE_KAFKA_PARTITIONS": "12"},
+			want: 12, warns: []string{"TOLLGATE_TOPIC_PARTITIONS"}},
+		{name: "old and new flag agree", args: []string{"-topic-partitions", "4", "-kafka-partitions", "4"}, want: 4,
+			warns: []string{"-topic-partitions"}},
+		{name: "old flag beats new env", args: []string{"-topic-partitions", "5"},
+			env: map[string]string{"TOLLGATE_KAFKA_PARTITIONS": "12"}, want: 5, warns: []string{"-topic-partitions"}},
+		{name: "new flag beats old env", args: []string{"-kafka-partitions", "3"},
+			env: map[string]string{"TOLLGATE_TOPIC_PARTITIONS": "12"}, want: 3, warns: []string{"TOLLGATE_TOPIC_PARTITIONS"}},
+		{name: "old and new env differ", env: map[string]string{"TOLLGATE_TOPIC_PARTITIONS": "6", "TOLLGATE_KAFKA_PARTITIONS": "12"},
+			warns:   []string{"TOLLGATE_TOPIC_PARTITIONS"},
+			errWant: "TOLLGATE_TOPIC_PARTITIONS=6 and TOLLGATE_KAFKA_PARTITIONS=12 differ: keep TOLLGATE_KAFKA_PARTITIONS and remove TOLLGATE_TOPIC_PARTITIONS"},
+		{name: "old and new flag differ", args: []string{"-topic-partitions", "6", "-kafka-partitions", "12"},
+			warns:   []string{"-topic-partitions"},
+			errWant: "-topic-partitions=6 and -kafka-partitions=12 differ: keep -kafka-partitions and remove -topic-partitions"},
+		{name: "old env not a number", env: map[string]string{"TOLLGATE_TOPIC_PARTITIONS": "many"},
+			warns: []string{"TOLLGATE_TOPIC_PARTITIONS"}, errWant: "TOLLGATE_TOPIC_PARTITIONS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			log := slog.New(slog.NewJSONHandler(&logs, nil))
+			cfg, _, err := app.ParseServe(tc.args, func(k string) string { return tc.env[k] }, io.Discard, log)
+			if tc.errWant != "" {
+				require.ErrorContains(t, err, tc.errWant)
+			} else {
+				require.NoError(t, err)
+				require.Equal(t, tc.want, cfg.KafkaPartitions)
+				require.NoError(t, cfg.Validate())
+			}
+			var warned []string
+			for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				if line == "" {
+					continue
+				}
+				var e struct{ Level, Msg, Deprecated, Use string }
+				require.NoError(t, json.Unmarshal([]byte(line), &e), line)
+				require.Equal(t, "WARN", e.Level, line)
+				require.Equal(t, "config_name_deprecated", e.Msg, line)
+				require.Equal(t, strings.NewReplacer("TOPIC", "KAFKA", "topic", "kafka").Replace(e.Deprecated), e.Use,
+					"the warning names the new name")
+				warned = append(warned, e.Deprecated)
+			}
+			require.ElementsMatch(t, tc.warns, warned)
+		})
 	}
 }
 

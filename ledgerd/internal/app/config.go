@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,8 +28,10 @@ type Config struct {
 	DataDir string
 	// KafkaBrokers are bootstrap addresses. Default: 127.0.0.1:9092.
 	KafkaBrokers []string
-	// TopicPartitions is used when ledgerd creates missing topics. Default: usage.TopicPartitions (8).
-	TopicPartitions int
+	// KafkaPartitions is the partition count used when ledgerd creates missing topics, under the
+	// same name as the edge's and analytics' setting (-kafka-partitions,
+	// TOLLGATE_KAFKA_PARTITIONS). Default: usage.TopicPartitions (8).
+	KafkaPartitions int
 	// AdminAddr serves the admin API, /healthz, /readyz and /metrics. Default: 127.0.0.1:8091.
 	AdminAddr string
 	// InternalAddr serves the edge-facing API. Default: :8090.
@@ -68,7 +71,7 @@ func DefaultConfig() Config {
 	return Config{
 		DataDir:          ".data",
 		KafkaBrokers:     []string{"127.0.0.1:9092"},
-		TopicPartitions:  usage.TopicPartitions,
+		KafkaPartitions:  usage.TopicPartitions,
 		AdminAddr:        "127.0.0.1:8091",
 		InternalAddr:     ":8090",
 		BatchMax:         10_000,
@@ -133,8 +136,8 @@ func (c Config) Validate() error {
 	if c.AdminToken != "" && c.AdminToken == c.InternalSecret {
 		bad("internal-secret", "must differ from the admin token: edges must not hold admin rights")
 	}
-	if c.TopicPartitions < 1 || c.TopicPartitions > 1024 {
-		bad("topic-partitions", "%d not in 1..1024", c.TopicPartitions)
+	if c.KafkaPartitions < 1 || c.KafkaPartitions > 1024 {
+		bad("kafka-partitions", "%d not in 1..1024", c.KafkaPartitions)
 	}
 	if c.BatchMax < 1 || c.BatchMax > 100_000 {
 		bad("batch-max", "%d not in 1..100000", c.BatchMax)
@@ -156,9 +159,20 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Deprecated names of KafkaPartitions, accepted for one release after the rename to the name
+// the edge and analytics use. Remove them (and resolvePartitions' alias handling) in the
+// release after.
+const (
+	partitionsFlagOld = "topic-partitions"
+	partitionsEnvOld  = "TOLLGATE_TOPIC_PARTITIONS"
+	partitionsFlag    = "kafka-partitions"
+	partitionsEnv     = "TOLLGATE_KAFKA_PARTITIONS"
+)
+
 // ParseServe reads `ledgerd serve` flags over environment variables over defaults. It
-// returns validateOnly when -validate was given.
-func ParseServe(args []string, getenv func(string) string, stderr io.Writer) (cfg Config, validateOnly bool, err error) {
+// returns validateOnly when -validate was given. Deprecated names still in use are logged on
+// log as warnings.
+func ParseServe(args []string, getenv func(string) string, stderr io.Writer, log *slog.Logger) (cfg Config, validateOnly bool, err error) {
 	cfg = DefaultConfig()
 	fs := flag.NewFlagSet("ledgerd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -197,7 +211,8 @@ func ParseServe(args []string, getenv func(string) string, stderr io.Writer) (cf
 	fs.StringVar(&cfg.DataDir, "data-dir", dataDir, "data directory (env TOLLGATE_DATA_DIR)")
 	fs.StringVar(&cfg.DB, "db", getenv("TOLLGATE_LEDGER_DB"), "SQLite path or postgres:// DSN (env TOLLGATE_LEDGER_DB; default <data-dir>/ledger.db)")
 	brokers := fs.String("kafka", env("TOLLGATE_KAFKA_BROKERS", strings.Join(cfg.KafkaBrokers, ",")), "Kafka brokers, comma-separated (env TOLLGATE_KAFKA_BROKERS)")
-	fs.IntVar(&cfg.TopicPartitions, "topic-partitions", envInt("TOLLGATE_TOPIC_PARTITIONS", cfg.TopicPartitions), "partitions of topics ledgerd creates (env TOLLGATE_TOPIC_PARTITIONS)")
+	fs.IntVar(&cfg.KafkaPartitions, partitionsFlag, envInt(partitionsEnv, cfg.KafkaPartitions), "partitions of topics ledgerd creates (env "+partitionsEnv+")")
+	partitionsOld := fs.Int(partitionsFlagOld, 0, "deprecated: use -"+partitionsFlag+" (env "+partitionsEnvOld+", deprecated: use "+partitionsEnv+")")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", env("TOLLGATE_LEDGER_ADMIN_ADDR", cfg.AdminAddr), "admin API listen address (env TOLLGATE_LEDGER_ADMIN_ADDR)")
 	fs.StringVar(&cfg.InternalAddr, "internal-addr", env("TOLLGATE_LEDGER_INTERNAL_ADDR", cfg.InternalAddr), "edge API listen address (env TOLLGATE_LEDGER_INTERNAL_ADDR)")
 	fs.StringVar(&cfg.AdminToken, "admin-token", getenv("TOLLGATE_ADMIN_TOKEN"), "admin bearer token (env TOLLGATE_ADMIN_TOKEN; generated when empty)")
@@ -219,6 +234,11 @@ func ParseServe(args []string, getenv func(string) string, stderr io.Writer) (cf
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments: %v", fs.Args()))
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if err := resolvePartitions(&cfg, set, *partitionsOld, getenv, log); err != nil {
+		errs = append(errs, err)
+	}
 	cfg.KafkaBrokers = nil
 	for _, b := range strings.Split(*brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
@@ -229,6 +249,46 @@ func ParseServe(args []string, getenv func(string) string, stderr io.Writer) (cf
 		cfg.DB = filepath.Join(cfg.DataDir, "ledger.db")
 	}
 	return cfg, validateOnly, errors.Join(errs...)
+}
+
+// resolvePartitions applies the deprecated -topic-partitions and TOLLGATE_TOPIC_PARTITIONS,
+// each as an alias of the new name at its own level: the old flag stands in for
+// -kafka-partitions and the old variable for TOLLGATE_KAFKA_PARTITIONS, and a flag still beats
+// a variable. Old and new name both set at one level to different values is an error, since
+// either guess could be the stale one. cfg.KafkaPartitions holds the value already resolved
+// from the new flag, the new variable and the default; flagsSet names the flags given.
+func resolvePartitions(cfg *Config, flagsSet map[string]bool, flagOld int, getenv func(string) string, log *slog.Logger) error {
+	var errs []error
+	if v := getenv(partitionsEnvOld); v != "" {
+		log.Warn("config_name_deprecated", "deprecated", partitionsEnvOld, "use", partitionsEnv)
+		old, err := strconv.Atoi(v)
+		switch newV := getenv(partitionsEnv); {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %w", partitionsEnvOld, err))
+		case newV == "":
+			if !flagsSet[partitionsFlag] && !flagsSet[partitionsFlagOld] {
+				cfg.KafkaPartitions = old
+			}
+		case newV != strconv.Itoa(old):
+			// An unparsable new value was reported already; a conflict would only add noise.
+			if n, err := strconv.Atoi(newV); err != nil || n == old {
+				break
+			}
+			errs = append(errs, fmt.Errorf("%s=%s and %s=%s differ: keep %s and remove %s, its deprecated old name",
+				partitionsEnvOld, v, partitionsEnv, newV, partitionsEnv, partitionsEnvOld))
+		}
+	}
+	if flagsSet[partitionsFlagOld] {
+		log.Warn("config_name_deprecated", "deprecated", "-"+partitionsFlagOld, "use", "-"+partitionsFlag)
+		switch {
+		case !flagsSet[partitionsFlag]:
+			cfg.KafkaPartitions = flagOld
+		case cfg.KafkaPartitions != flagOld:
+			errs = append(errs, fmt.Errorf("-%s=%d and -%s=%d differ: keep -%s and remove -%s, its deprecated old name",
+				partitionsFlagOld, flagOld, partitionsFlag, cfg.KafkaPartitions, partitionsFlag, partitionsFlagOld))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // FillSecrets generates the admin token and internal secret when empty and reports each one

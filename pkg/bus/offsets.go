@@ -103,3 +103,54 @@ func partitions(ctx context.Context, c *kafka.Client, topic string) ([]int, erro
 	}
 	return nil, fmt.Errorf("metadata of %s: no such topic", topic)
 }
+
+// SetGroupOffsetsWhenEmpty is SetGroupOffsets retried once a second while the group still has
+// members, for up to wait: a consumer of the group killed just before this process started
+// stays a member until its session times out (10 s for Consumer). It returns nil once the
+// offsets are set; otherwise the last error of SetGroupOffsets, which wraps ErrGroupActive
+// when members stayed for the whole wait (or until ctx ended).
+func SetGroupOffsetsWhenEmpty(ctx context.Context, brokers []string, group, topic string, offsets map[int]int64, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := SetGroupOffsets(ctx, brokers, group, topic, offsets)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ErrGroupActive) || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// FirstOffsets returns the earliest offset still held on each partition of topic: where a
+// consumer that must read everything it can starts. Records before it are gone (retention).
+func FirstOffsets(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	parts, err := partitions(ctx, c, topic)
+	if err != nil {
+		return nil, err
+	}
+	reqs := make([]kafka.OffsetRequest, len(parts))
+	for i, p := range parts {
+		reqs[i] = kafka.FirstOffsetOf(p)
+	}
+	resp, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("list first offsets of %s: %w", topic, err)
+	}
+	out := make(map[int]int64, len(parts))
+	for _, p := range resp.Topics[topic] {
+		if p.Error != nil {
+			return nil, fmt.Errorf("list first offset of %s/%d: %w", topic, p.Partition, p.Error)
+		}
+		out[p.Partition] = p.FirstOffset
+	}
+	if len(out) != len(parts) {
+		return nil, fmt.Errorf("list first offsets of %s: %d of %d partitions answered", topic, len(out), len(parts))
+	}
+	return out, nil
+}

@@ -72,3 +72,38 @@ func TestGroupOffsetsSetAndReread(t *testing.T) {
 		require.Equal(t, ends[0]-3+int64(i), m.Offset)
 	}
 }
+
+// FirstOffsets gives every partition's earliest offset; SetGroupOffsetsWhenEmpty gives up
+// with ErrGroupActive while a member stays past the wait, and succeeds once it leaves.
+func TestFirstOffsetsAndSetWhenEmpty(t *testing.T) {
+	brokers := bustest.Start(t, 2, "t1")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := bus.NewProducer(bus.ProducerConfig{Brokers: brokers, Topic: "t1"})
+	defer p.Close()
+	for i := range 10 {
+		require.NoError(t, p.Send(ctx, bus.Message{Key: []byte(fmt.Sprint(i)), Value: []byte("v")}))
+	}
+	first, err := bus.FirstOffsets(ctx, brokers, "t1")
+	require.NoError(t, err)
+	require.Equal(t, map[int]int64{0: 0, 1: 0}, first)
+	_, err = bus.FirstOffsets(ctx, brokers, "no-such-topic")
+	require.Error(t, err)
+
+	c := bus.NewConsumer(bus.ConsumerConfig{Brokers: brokers, Topic: "t1", Group: "g"})
+	_, err = c.FetchBatch(ctx, 1, 0) // joins the group
+	require.NoError(t, err)
+	start := time.Now()
+	err = bus.SetGroupOffsetsWhenEmpty(ctx, brokers, "g", "t1", map[int]int64{0: 0}, time.Second)
+	require.ErrorIs(t, err, bus.ErrGroupActive)
+	require.GreaterOrEqual(t, time.Since(start), time.Second, "waited before giving up")
+
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		_ = c.Close()
+	}()
+	require.NoError(t, bus.SetGroupOffsetsWhenEmpty(ctx, brokers, "g", "t1", map[int]int64{0: 0, 1: 0}, 30*time.Second))
+	got, err := bus.GroupOffsets(ctx, brokers, "g", "t1")
+	require.NoError(t, err)
+	require.Equal(t, map[int]int64{0: 0, 1: 0}, got)
+}

@@ -95,7 +95,7 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 	}
 
 	a.producer = bus.NewProducer(bus.ProducerConfig{Brokers: cfg.Kafka.Brokers, Topic: usage.Topic,
-		BatchSize: min(cfg.Records.BatchMax, producerPartitionBatch), BatchTimeout: cfg.Records.Linger,
+		BatchSize: min(cfg.Records.BatchMax, producerPartitionBatch), BatchTimeout: producerLinger,
 		WriteTimeout: cfg.Kafka.WriteTimeout})
 	a.wal, err = wal.Open(wal.Config{
 		Dir:          cfg.WALPath(),
@@ -104,6 +104,7 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 		BatchMax:     cfg.Records.BatchMax,
 		Sync:         walSync(cfg.Records.WALSync),
 		SyncInterval: cfg.Records.WALSyncInterval,
+		ShipLinger:   cfg.Records.Linger,
 		Ensure: func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, cfg.Kafka.WriteTimeout)
 			defer cancel()
@@ -421,6 +422,11 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 // partition batch (see bus.ProducerConfig.BatchSize): at records-batch-max (1,000) that was
 // most of the edge's allocation. A backlog's larger sends are split into several requests.
 const producerPartitionBatch = 64
+
+// producerLinger is how long kafka-go holds a partition batch that is not full before
+// sending it. Every Send carries a whole batch the WAL shipper has already gathered (for
+// records.linger), so there is nothing more to wait for; kafka-go takes 0 as "1 second".
+const producerLinger = time.Millisecond
 
 // walSync maps the validated records.wal_sync setting to the log's mode.
 func walSync(s string) wal.SyncMode {

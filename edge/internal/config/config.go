@@ -168,7 +168,9 @@ type Records struct {
 	WALSyncInterval time.Duration `yaml:"wal_sync_interval"`
 	// BatchMax bounds records in one Kafka produce call. Default: 1000.
 	BatchMax int `yaml:"batch_max"`
-	// Linger is how long kafka-go waits to fill a partial batch. Default: 2ms.
+	// Linger is how long the WAL shipper gathers durable records before a produce call that
+	// is not full (BatchMax): fewer, larger calls cost the edge and the brokers less, and
+	// settlement waits up to Linger more. Default: 50ms.
 	Linger time.Duration `yaml:"linger"`
 	// FlushTimeout bounds shipping the WAL at shutdown; records left stay on disk and ship
 	// at the next start on the same WAL directory. Default: 15s.
@@ -237,7 +239,7 @@ func Default() Config {
 			WALSync:         "interval",
 			WALSyncInterval: 10 * time.Millisecond,
 			BatchMax:        1000,
-			Linger:          2 * time.Millisecond,
+			Linger:          50 * time.Millisecond,
 			FlushTimeout:    15 * time.Second,
 		},
 	}
@@ -314,7 +316,7 @@ func options(c *Config) []Option {
 		o("wal-sync", "interval|always", "response waits for the record's write (interval) or its fsync (always)", &c.Records.WALSync),
 		o("wal-sync-interval", "duration", "time between WAL fsyncs with wal-sync=interval: what a power cut can lose", &c.Records.WALSyncInterval),
 		o("records-batch-max", "records", "records in one produce call", &c.Records.BatchMax),
-		o("records-linger", "duration", "wait to fill a partial produce batch", &c.Records.Linger),
+		o("records-linger", "duration", "time the WAL shipper gathers records before a produce call that is not full", &c.Records.Linger),
 		o("records-flush-timeout", "duration", "time to ship the WAL at shutdown; what is left ships at the next start", &c.Records.FlushTimeout),
 	}
 }
@@ -645,7 +647,9 @@ func (c *Config) Validate() error {
 		bad("records.wal_sync_interval", "want [1ms, 1s], got %s", r.WALSyncInterval)
 	}
 	between("records.batch_max", r.BatchMax, 1, 1_000_000)
-	positive("records.linger", r.Linger)
+	if r.Linger < 0 || r.Linger > time.Second {
+		bad("records.linger", "want [0, 1s], got %s", r.Linger)
+	}
 	positive("records.flush_timeout", r.FlushTimeout)
 
 	if err := errors.Join(errs...); err != nil {

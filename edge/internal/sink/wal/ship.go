@@ -23,6 +23,9 @@ type shipper struct {
 	msgs    []bus.Message
 	saved   uint64 // last cursor written
 	savedAt time.Time
+	// lingerUntil: before it, a batch that would not be full waits (ShipLinger after the
+	// last Send of a partial batch).
+	lingerUntil time.Time
 }
 
 // Run ships durable records to Kafka, oldest first, until ctx ends; what is left is shipped
@@ -47,6 +50,11 @@ func (w *WAL) Run(ctx context.Context) error {
 	tick := time.NewTicker(w.cfg.CursorInterval)
 	defer tick.Stop()
 	for {
+		if d := time.Until(s.lingerUntil); d > 0 {
+			if !sleepCtx(ctx, d) {
+				return nil
+			}
+		}
 		progressed, err := s.step(ctx)
 		if err != nil {
 			return nil // ctx ended
@@ -72,11 +80,12 @@ func (s *shipper) step(ctx context.Context) (bool, error) {
 	if s.seg == nil {
 		s.seg, s.off = w.segs[0], magicBytes
 	}
-	end, final := s.seg.size, s.seg.sealed && s.seg.size == s.seg.written
+	end, sealed := s.seg.size, s.seg.sealed
+	final := sealed && s.seg.size == s.seg.written
 	w.mu.Unlock()
 	switch {
 	case s.off < end:
-		return true, s.ship(ctx, end)
+		return true, s.ship(ctx, end, sealed)
 	case final:
 		s.trim()
 		return true, nil
@@ -89,8 +98,10 @@ func (s *shipper) step(ctx context.Context) (bool, error) {
 
 // ship sends the next batch of frames from [s.off, end) of the current segment and waits
 // for Kafka to acknowledge it, retrying with backoff. Frames at or below the shipped prefix
-// (found on disk at Open, already acknowledged before the restart) are skipped.
-func (s *shipper) ship(ctx context.Context, end int64) error {
+// (found on disk at Open, already acknowledged before the restart) are skipped. A batch
+// that is not full starts the linger, unless the segment is sealed (more follows in the
+// next one).
+func (s *shipper) ship(ctx context.Context, end int64, sealed bool) error {
 	w := s.w
 	if s.f == nil {
 		f, err := os.Open(s.seg.path)
@@ -152,6 +163,9 @@ func (s *shipper) ship(ctx context.Context, end int64) error {
 		w.shippedSeq.Store(last)
 		w.shipped.Add(uint64(len(s.msgs)))
 		w.pending.Add(-int64(len(s.msgs)))
+		if len(s.msgs) < w.cfg.BatchMax && !sealed {
+			s.lingerUntil = time.Now().Add(w.cfg.ShipLinger)
+		}
 	}
 	s.off += consumed
 	return nil
@@ -228,7 +242,11 @@ func (w *WAL) Flush(ctx context.Context) error {
 
 // sleep waits for the backoff of attempt; false when ctx ended first.
 func (w *WAL) sleep(ctx context.Context, attempt int) bool {
-	d := min(w.cfg.BackoffMin<<min(attempt, 16), w.cfg.BackoffMax)
+	return sleepCtx(ctx, min(w.cfg.BackoffMin<<min(attempt, 16), w.cfg.BackoffMax))
+}
+
+// sleepCtx waits d; false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

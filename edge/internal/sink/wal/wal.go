@@ -36,7 +36,8 @@
 //
 // Shipping. The shipper reads durable (synced) frames back from the files (the page cache,
 // normally) and sends them in batches of BatchMax with RequiredAcks=all, retrying with
-// backoff until Kafka acknowledges. One batch is in flight at a time, in log order, so
+// backoff until Kafka acknowledges. A batch that is not full waits until ShipLinger has
+// passed since the previous Send, so records gather into fewer produce requests. One batch is in flight at a time, in log order, so
 // "shipped" is a seq prefix; it is saved in the file "shipped" about once a second (not
 // synced: a stale value only means re-sending). A sealed segment whose records are all
 // acknowledged is deleted whole. On open, whatever is on disk above the saved prefix is
@@ -110,6 +111,11 @@ type Config struct {
 	// SyncInterval is the time between fsyncs under SyncInterval: the most a power cut can
 	// lose. Default: 10ms.
 	SyncInterval time.Duration
+	// ShipLinger is the least time between two Sends of batches that are not full: durable
+	// records gather for it, so a moderate rate ships in few, larger produce requests
+	// (each costs the edge and the broker about the same whatever it carries). A full batch
+	// (a backlog) goes at once. 0: ship whatever is durable as soon as it is.
+	ShipLinger time.Duration
 }
 
 // SyncMode says what Append waits for.

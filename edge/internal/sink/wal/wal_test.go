@@ -174,6 +174,39 @@ func TestConcurrentAppendsAreShippedOnceInSeqOrder(t *testing.T) {
 	require.Zero(t, n.w.Unshipped())
 }
 
+// Records that trickle in are gathered for ShipLinger into few Sends, not one per fsync; a
+// backlog of full batches goes without waiting.
+func TestShipLingerGathersRecords(t *testing.T) {
+	k := &fakeKafka{}
+	cfg := testConfig(t.TempDir())
+	cfg.SyncInterval = time.Millisecond
+	cfg.ShipLinger = 300 * time.Millisecond
+	cfg.BatchMax = 64
+	n := open(t, cfg, k)
+	const count = 40
+	for i := range count { // about 80 ms: some 40 fsyncs, within one linger after the first Send
+		n.append(i, 1)
+		time.Sleep(2 * time.Millisecond)
+	}
+	n.flush()
+	require.Len(t, k.requestIDs(), count, "every record once")
+	k.mu.Lock()
+	sends := k.sends
+	k.mu.Unlock()
+	require.LessOrEqual(t, sends, 3, "the first record at once, the rest after the linger")
+
+	// A backlog (Kafka was down): full batches are not held back; at most one linger, for a
+	// batch formed before the backlog was all durable.
+	k.setDown(true)
+	n.append(count, 4*64)
+	time.Sleep(50 * time.Millisecond)
+	k.setDown(false)
+	start := time.Now()
+	n.flush()
+	require.Len(t, k.requestIDs(), count+4*64)
+	require.Less(t, time.Since(start), 2*cfg.ShipLinger, "full batches went without lingering")
+}
+
 func TestShipsToKafka(t *testing.T) {
 	brokers := bustest.Start(t, 3, usage.Topic)
 	prod := bus.NewProducer(bus.ProducerConfig{Brokers: brokers, Topic: usage.Topic, BatchTimeout: time.Millisecond})

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -194,10 +195,16 @@ func (a *App) consume(ctx context.Context) error {
 	if !a.retry(ctx, "ensure_topics", ensure) {
 		return nil
 	}
+	if err := a.rewindToClickHouse(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopping
+		}
+		return err
+	}
 	src := bus.NewConsumer(bus.ConsumerConfig{Brokers: a.cfg.KafkaBrokers, Topic: usage.Topic,
 		Group: a.cfg.KafkaGroup, MaxWait: 250 * time.Millisecond})
 	dlq := bus.NewProducer(bus.ProducerConfig{Brokers: a.cfg.KafkaBrokers, Topic: usage.TopicDLQ})
-	c := consume.New(consume.Config{BatchRowsMax: a.cfg.BatchRowsMax, BatchLinger: a.cfg.BatchLinger},
+	c := consume.New(consume.Config{BatchRowsMax: a.cfg.BatchRowsMax, BatchLinger: a.cfg.BatchLinger, Group: a.cfg.KafkaGroup},
 		src, a.store, dlq, a.metrics, a.log)
 	a.log.Info("analytics_consuming", "topic", usage.Topic, "group", a.cfg.KafkaGroup,
 		"brokers", strings.Join(a.cfg.KafkaBrokers, ","))
@@ -209,6 +216,95 @@ func (a *App) consume(ctx context.Context) error {
 		err = errors.Join(err, fmt.Errorf("close dlq producer: %w", perr))
 	}
 	return err
+}
+
+// groupEmptyWait is how long rewindToClickHouse waits for the group to empty: an instance
+// killed just before this one started stays a member until its session (10 s) times out.
+const groupEmptyWait = 30 * time.Second
+
+// rewindToClickHouse makes the consumer resume where ClickHouse's saved offsets say, never
+// past them. Normally they are at or ahead of the group's committed offsets in Kafka (a batch
+// saves them before it commits). ClickHouse restored from a backup is behind: the records
+// between its offsets and Kafka's are not in it, and a consumer resuming at Kafka's offsets
+// would never write them — finance's totals would silently lack them. Then the group is moved
+// back to ClickHouse's offsets; the records read again that ClickHouse does have are skipped
+// by the request_id check. A partition Kafka has committed but ClickHouse has no offset for
+// (a backup older than the offsets table, or the first start of a version that keeps it) goes
+// back to the earliest offset Kafka still holds. Kafka takes the move only while no member
+// consumes: every instance must be stopped first, and this one stops with an error saying so
+// when others still run. It runs before the consumer joins the group (bus.Consumer joins at
+// its first fetch).
+func (a *App) rewindToClickHouse(ctx context.Context) error {
+	group, topic := a.cfg.KafkaGroup, usage.Topic
+	var committed, stored, first map[int]int64
+	// Kafka's offsets first, then ClickHouse's: a batch saves to ClickHouse before it commits
+	// to Kafka, so read in this order an ordinary restart can never see ClickHouse behind,
+	// even while other instances consume.
+	readCommitted := func(ctx context.Context) (err error) {
+		committed, err = bus.GroupOffsets(ctx, a.cfg.KafkaBrokers, group, topic)
+		return err
+	}
+	readStored := func(ctx context.Context) (err error) {
+		stored, err = a.store.Offsets(ctx, group, topic)
+		return err
+	}
+	readFirst := func(ctx context.Context) (err error) {
+		first, err = bus.FirstOffsets(ctx, a.cfg.KafkaBrokers, topic)
+		return err
+	}
+	if !a.retry(ctx, "read_group_offsets", readCommitted) || !a.retry(ctx, "read_stored_offsets", readStored) ||
+		!a.retry(ctx, "read_first_offsets", readFirst) {
+		return ctx.Err()
+	}
+	back := rewindTargets(committed, stored, first)
+	if len(back) == 0 {
+		return nil
+	}
+	var absent []int
+	for p := range back {
+		if _, ok := stored[p]; !ok {
+			absent = append(absent, p)
+		} else if stored[p] < first[p] {
+			a.log.Error("analytics_records_expired", "group", group, "topic", topic, "partition", p,
+				"stored", stored[p], "first_available", first[p], "records_lost", first[p]-stored[p],
+				"detail", "ClickHouse is older than the topic's retention: these records are gone from Kafka and "+
+					"will be missing from ClickHouse; keep backups younger than the retention")
+		}
+	}
+	sort.Ints(absent)
+	a.log.Warn("clickhouse_behind_kafka", "group", group, "topic", topic, "committed", committed,
+		"stored", stored, "rewind_to", back, "partitions_without_stored_offsets", absent,
+		"detail", "ClickHouse lacks records the group has committed (restored from a backup?): moving the group "+
+			"back to read them again; partitions without stored offsets go back to the earliest offset Kafka holds, "+
+			"and records ClickHouse already has are skipped")
+	if err := bus.SetGroupOffsetsWhenEmpty(ctx, a.cfg.KafkaBrokers, group, topic, back, groupEmptyWait); err != nil {
+		return fmt.Errorf("ClickHouse is behind Kafka's offsets for group %s on %d partitions (restored from a "+
+			"backup?); stop every analytics instance of the group, then start one, which moves the offsets back: %w",
+			group, len(back), err)
+	}
+	a.log.Info("kafka_offsets_rewound", "group", group, "topic", topic, "offsets", back)
+	return nil
+}
+
+// rewindTargets returns the offsets to move the group back to, by partition: ClickHouse's
+// stored one where it is below the committed one, and for a committed partition without a
+// stored offset the first available one. A target below the first available offset is
+// raised to it, as Kafka no longer has those records. Partitions that would not move back
+// are left out; partitions the group never committed are left to the consumer, which starts
+// them at the first offset anyway.
+func rewindTargets(committed, stored, first map[int]int64) map[int]int64 {
+	back := map[int]int64{}
+	for p, c := range committed {
+		to, ok := stored[p]
+		if !ok {
+			to = first[p]
+		}
+		to = max(to, first[p])
+		if to < c {
+			back[p] = to
+		}
+	}
+	return back
 }
 
 // retry runs f with backoff until it succeeds (true) or ctx ends (false).

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -208,4 +210,150 @@ func get(t *testing.T, u, token string) (int, []byte) {
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return resp.StatusCode, []byte(strings.TrimSpace(string(b)))
+}
+
+// TestRestoredClickHouseReadsWhatItLacks: ClickHouse is restored from a backup older than the
+// group's committed offsets in Kafka. At the next start analytics moves the group back to the
+// offsets saved in ClickHouse (and, for a partition the backup has no offset for, to the
+// earliest offset Kafka holds), so every request is in ClickHouse exactly once and the totals
+// are exact. Resuming at Kafka's offsets instead would leave out what came after the backup.
+func TestRestoredClickHouseReadsWhatItLacks(t *testing.T) {
+	dsn, db := storetest.DSN(t, "")
+	brokers := bustest.Start(t, 3, usage.Topic, usage.TopicDLQ)
+	conn := storetest.Conn(t, dsn)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cfg := app.DefaultConfig()
+	cfg.ClickHouseDSN = dsn
+	cfg.KafkaBrokers = brokers
+	cfg.ListenAddr = "127.0.0.1:0"
+	cfg.BatchRowsMax = 300
+	cfg.BatchLinger = 50 * time.Millisecond
+
+	recs := storetest.Records(41, 2500, time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC))
+	p := bus.NewProducer(bus.ProducerConfig{Brokers: brokers, Topic: usage.Topic})
+	defer p.Close()
+	produce := func(rs []usage.Record) {
+		msgs := make([]bus.Message, len(rs))
+		for i := range rs {
+			// Keyed by request id, not account, so the records spread over every partition.
+			msgs[i] = bus.Message{Key: []byte(rs[i].RequestID), Value: rs[i].AppendJSON(nil)}
+		}
+		require.NoError(t, p.Send(ctx, msgs...))
+	}
+	// committedUpTo waits until the group has committed n records in all.
+	committedUpTo := func(n int64) map[int]int64 {
+		deadline := time.Now().Add(60 * time.Second) // hang guard while the consumer catches up
+		for {
+			got, err := bus.GroupOffsets(ctx, brokers, cfg.KafkaGroup, usage.Topic)
+			require.NoError(t, err)
+			var sum int64
+			for _, o := range got {
+				sum += o
+			}
+			if sum == n {
+				return got
+			}
+			require.True(t, time.Now().Before(deadline), "the group committed %d of %d records", sum, n)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	// 1. 1,000 records stored; ClickHouse is backed up, minus partition 0's offsets row (as a
+	// backup taken before the offsets table existed would lack it).
+	stop := startApp(t, cfg, io.Discard)
+	produce(recs[:1000])
+	require.Len(t, committedUpTo(1000), 3, "records on every partition")
+	tables := []string{"requests", "usage_daily", "kafka_offsets"}
+	for _, tb := range tables {
+		require.NoError(t, conn.Exec(ctx, "CREATE TABLE "+db+"."+tb+"_backup AS "+db+"."+tb))
+		where := ""
+		if tb == "kafka_offsets" {
+			where = " WHERE kafka_partition != 0"
+		}
+		require.NoError(t, conn.Exec(ctx, "INSERT INTO "+db+"."+tb+"_backup SELECT * FROM "+db+"."+tb+where))
+	}
+
+	// 2. 1,000 more stored and committed; analytics stops.
+	produce(recs[1000:2000])
+	committedUpTo(2000)
+	stop()
+
+	// 3. ClickHouse is restored from the backup (ApplySchema recreates the view), and 500
+	// more records arrive while analytics is down.
+	require.NoError(t, conn.Exec(ctx, "DROP TABLE "+db+".usage_daily_mv"))
+	for _, tb := range tables {
+		require.NoError(t, conn.Exec(ctx, "DROP TABLE "+db+"."+tb))
+		require.NoError(t, conn.Exec(ctx, "RENAME TABLE "+db+"."+tb+"_backup TO "+db+"."+tb))
+	}
+	produce(recs[2000:])
+
+	// 4. Restarted, analytics reads again what ClickHouse lacks.
+	logs, err := os.Create(filepath.Join(t.TempDir(), "analytics.log")) // *os.File takes concurrent writes
+	require.NoError(t, err)
+	defer logs.Close()
+	stop = startApp(t, cfg, logs)
+	committedUpTo(int64(len(recs)))
+	stop()
+	rows, err := conn.Query(ctx, "SELECT request_id, count() FROM "+db+".requests GROUP BY request_id")
+	require.NoError(t, err)
+	got := map[string]uint64{}
+	for rows.Next() {
+		var id string
+		var n uint64
+		require.NoError(t, rows.Scan(&id, &n))
+		got[id] = n
+	}
+	require.NoError(t, rows.Err())
+	rows.Close()
+	want := make(map[string]uint64, len(recs))
+	var wantTotals store.Totals
+	for i := range recs {
+		want[recs[i].RequestID] = 1
+		wantTotals.AddRecord(&recs[i])
+	}
+	require.Equal(t, len(want), len(got), "requests in ClickHouse (raw rows, no FINAL)")
+	require.Equal(t, want, got, "every request exactly once")
+
+	sums := func(table, count string) store.Totals {
+		var tot store.Totals
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT "+count+", sum(input_tokens), sum(output_tokens), "+
+			"sum(cache_write_5m_tokens), sum(cache_write_1h_tokens), sum(cache_read_tokens), sum(thinking_tokens), "+
+			"sum(web_search_requests), sum(cost_microcredits), sum(upstream_cost_microusd) FROM "+db+"."+table).Scan(
+			&n, &tot.InputTokens, &tot.OutputTokens, &tot.CacheWrite5mTokens, &tot.CacheWrite1hTokens,
+			&tot.CacheReadTokens, &tot.ThinkingTokens, &tot.WebSearchRequests, &tot.CostMicrocredits,
+			&tot.UpstreamCostMicroUSD))
+		tot.Requests = int64(n)
+		return tot
+	}
+	require.Equal(t, wantTotals, sums("requests", "count()"), "totals of the base table")
+	require.Equal(t, wantTotals, sums("usage_daily", "sum(requests)"), "totals of the daily rollup")
+
+	logged, err := os.ReadFile(logs.Name())
+	require.NoError(t, err)
+	require.Contains(t, string(logged), `"msg":"kafka_offsets_rewound"`)
+	require.Contains(t, string(logged), `"partitions_without_stored_offsets":[0]`)
+}
+
+// startApp runs analytics with cfg, logging JSON to w, and returns a function that stops it
+// and checks that it stopped cleanly.
+func startApp(t *testing.T, cfg app.Config, w io.Writer) (stop func()) {
+	t.Helper()
+	a, err := app.New(cfg, slog.New(slog.NewJSONHandler(w, nil)))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		require.NoError(t, <-done)
+	}
+	t.Cleanup(stop)
+	return stop
 }

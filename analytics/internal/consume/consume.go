@@ -12,7 +12,11 @@
 //     are inserted. A crash after an insert and before the commit redelivers the batch (or a
 //     differently cut one); this check is what keeps it from being stored twice. Check and
 //     insert are retried together, so a failed insert that partly landed is checked again.
-//  4. Offsets are committed. A failed commit is retried a few times and then left: the records
+//  4. The batch's next offset per partition is saved in the store, after the rows (the store
+//     has no transactions: an offsets row behind the data only means re-reading, which step 3
+//     absorbs). At start the app compares them with Kafka's committed offsets and moves the
+//     group back where the store is behind, as it is after a restore from a backup.
+//  5. Offsets are committed to Kafka. A failed commit is retried a few times and then left: the records
 //     come back and step 3 skips them. Committing late is safe; committing early is not.
 //
 // Exactly-once in the store assumes one writer per partition at a time. During a consumer
@@ -60,6 +64,9 @@ type Config struct {
 	// CommitAttempts is how often a failing offset commit is tried before the batch is left
 	// uncommitted (it will be redelivered and skipped). Default: 5.
 	CommitAttempts int
+	// Group is the Kafka consumer group, the key of the offsets saved in the store.
+	// Default: "analytics".
+	Group string
 }
 
 func (c *Config) setDefaults() {
@@ -77,6 +84,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CommitAttempts <= 0 {
 		c.CommitAttempts = 5
+	}
+	if c.Group == "" {
+		c.Group = "analytics"
 	}
 }
 
@@ -131,7 +141,7 @@ type Result struct {
 	DeadLetters int // invalid, sent to the DLQ
 }
 
-// StoreBatch performs steps 1–3 for msgs and does not commit. It returns an error only when ctx
+// StoreBatch performs steps 1–4 for msgs and does not commit. It returns an error only when ctx
 // ends before the batch is stored.
 func (c *Consumer) StoreBatch(ctx context.Context, msgs []bus.Message) (Result, error) {
 	start := time.Now()
@@ -164,6 +174,12 @@ func (c *Consumer) StoreBatch(ctx context.Context, msgs []bus.Message) (Result, 
 	})
 	if err != nil {
 		return res, err
+	}
+	for topic, next := range nextOffsets(msgs) {
+		err := c.retry(ctx, "save_offsets", func() error { return c.sink.SaveOffsets(ctx, c.cfg.Group, topic, next) })
+		if err != nil {
+			return res, err
+		}
 	}
 	c.m.Batches.Inc()
 	c.m.BatchSeconds.Observe(time.Since(start).Seconds())
@@ -221,6 +237,21 @@ func (c *Consumer) retry(ctx context.Context, step string, f func() error) error
 		}
 		wait = min(2*wait, c.cfg.BackoffMax)
 	}
+}
+
+// nextOffsets returns, by topic and partition, the offset after the last of msgs: where a
+// consumer that has stored them resumes.
+func nextOffsets(msgs []bus.Message) map[string]map[int]int64 {
+	out := map[string]map[int]int64{}
+	for _, m := range msgs {
+		byPart := out[m.Topic]
+		if byPart == nil {
+			byPart = map[int]int64{}
+			out[m.Topic] = byPart
+		}
+		byPart[m.Partition] = max(byPart[m.Partition], m.Offset+1)
+	}
+	return out
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -301,7 +332,7 @@ type Metrics struct {
 	Batches      prometheus.Counter
 	BatchSeconds prometheus.Histogram
 	Records      *prometheus.CounterVec // outcome: inserted, existing, duplicate, dead_letter
-	Retries      *prometheus.CounterVec // step: fetch, dead_letter, store, commit
+	Retries      *prometheus.CounterVec // step: fetch, dead_letter, store, save_offsets, commit
 	LastCommit   prometheus.Gauge
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -151,6 +152,28 @@ type flakySink struct {
 	failures   int
 	landAnyway bool
 	rows       map[string]int
+	saved      map[int]int64 // next offset by partition, as SaveOffsets was told
+}
+
+func (s *flakySink) SaveOffsets(_ context.Context, group, topic string, next map[int]int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if group != "analytics" || topic != usage.Topic {
+		return fmt.Errorf("offsets saved for group %q topic %q", group, topic)
+	}
+	if s.saved == nil {
+		s.saved = map[int]int64{}
+	}
+	for p, o := range next {
+		s.saved[p] = max(s.saved[p], o)
+	}
+	return nil
+}
+
+func (s *flakySink) savedOffset(p int) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saved[p]
 }
 
 func (s *flakySink) stored(id string) bool {
@@ -203,10 +226,16 @@ func TestRetryNeverCommitsEarly(t *testing.T) {
 		}}
 		sink := &flakySink{failures: 3, landAnyway: land, rows: map[string]int{}}
 		var early []string
+		var unsaved []int64
 		src.onCommit = func(msgs []bus.Message) {
 			for _, r := range consume.Plan(msgs).Records {
 				if !sink.stored(r.RequestID) {
 					early = append(early, r.RequestID) // committed before stored
+				}
+			}
+			for _, m := range msgs {
+				if sink.savedOffset(m.Partition) <= m.Offset {
+					unsaved = append(unsaved, m.Offset) // committed before its offset was saved
 				}
 			}
 		}
@@ -224,6 +253,8 @@ func TestRetryNeverCommitsEarly(t *testing.T) {
 		require.Equal(t, map[string]int{"a": 1, "b": 1, "c": 1}, sink.rows, "landAnyway=%v", land)
 		require.Len(t, src.committed, 2)
 		require.Empty(t, early, "offsets committed before their records were stored")
+		require.Empty(t, unsaved, "offsets committed to Kafka before they were saved in the store")
+		require.Equal(t, map[int]int64{0: 4}, sink.saved, "next offset after the last message")
 		// Without landing, the three failures are three retries. With landing, each failed
 		// insert's rows are found by the retry's existence check, so nothing is inserted
 		// again and one failure is never used.

@@ -18,6 +18,13 @@ type Sink interface {
 	Existing(ctx context.Context, recs []usage.Record) (map[string]struct{}, error)
 	// Insert stores recs, one row each. On error, some of them may have been stored.
 	Insert(ctx context.Context, recs []usage.Record) error
+	// SaveOffsets records, beside the rows, that every message of group on topic before
+	// next[partition] is stored (inserted, found already stored, or dead-lettered). It is
+	// called after the batch's Insert, never before, so the saved offsets are never ahead of
+	// the rows; they are where the consumer resumes when the database was restored from a
+	// backup older than Kafka's committed offsets. Offsets only move forward: saving a lower
+	// one than before changes nothing.
+	SaveOffsets(ctx context.Context, group, topic string, next map[int]int64) error
 }
 
 // Reports answers finance and usage questions. Every total counts each request_id once, even

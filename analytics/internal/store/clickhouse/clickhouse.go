@@ -133,13 +133,18 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// ApplySchema creates the database, tables and views of deploy/clickhouse/schema.sql that do
-// not exist yet. It never alters existing ones.
+// ApplySchema creates the database, tables and views of deploy/clickhouse/schema.sql, and the
+// consumer's offsets table, that do not exist yet. It never alters existing ones.
 func (s *Store) ApplySchema(ctx context.Context) error {
 	stmts, err := SchemaStatements(s.db)
 	if err != nil {
 		return err
 	}
+	offsets, err := Statements(offsetsSchema, s.db)
+	if err != nil {
+		return err
+	}
+	stmts = append(stmts, offsets...)
 	for _, q := range stmts {
 		if err := s.conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("apply schema statement %q: %w", firstLine(q), err)

@@ -33,9 +33,38 @@ func TestApplySchemaTwice(t *testing.T) {
 		Name string `ch:"name"`
 	}
 	require.NoError(t, storetest.Conn(t, dsn).Select(ctx, &tables, "SELECT name FROM system.tables WHERE database = ? ORDER BY name", s.Database()))
-	require.Len(t, tables, 3)
-	require.Equal(t, []string{"requests", "usage_daily", "usage_daily_mv"},
-		[]string{tables[0].Name, tables[1].Name, tables[2].Name})
+	names := make([]string, len(tables))
+	for i, tb := range tables {
+		names[i] = tb.Name
+	}
+	require.Equal(t, []string{"kafka_offsets", "requests", "usage_daily", "usage_daily_mv"}, names)
+}
+
+// TestOffsets: saved offsets read back per group and topic, and only move forward — a lower
+// one saved later (a stale writer) changes nothing, before and after the parts merge.
+func TestOffsets(t *testing.T) {
+	s, dsn := storetest.Open(t)
+	ctx := ctxT(t)
+	got, err := s.Offsets(ctx, "analytics", "usage.v1")
+	require.NoError(t, err)
+	require.Empty(t, got)
+
+	require.NoError(t, s.SaveOffsets(ctx, "analytics", "usage.v1", map[int]int64{0: 10, 1: 5}))
+	require.NoError(t, s.SaveOffsets(ctx, "analytics", "usage.v1", map[int]int64{0: 7, 2: 1}))
+	require.NoError(t, s.SaveOffsets(ctx, "analytics", "usage.v1", map[int]int64{1: 9}))
+	require.NoError(t, s.SaveOffsets(ctx, "other", "usage.v1", map[int]int64{0: 100}))
+	require.NoError(t, s.SaveOffsets(ctx, "analytics", "other.v1", map[int]int64{0: 200}))
+	want := map[int]int64{0: 10, 1: 9, 2: 1}
+	got, err = s.Offsets(ctx, "analytics", "usage.v1")
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+
+	require.NoError(t, storetest.Conn(t, dsn).Exec(ctx, "OPTIMIZE TABLE "+s.Database()+".kafka_offsets FINAL"))
+	got, err = s.Offsets(ctx, "analytics", "usage.v1")
+	require.NoError(t, err)
+	require.Equal(t, want, got, "after the merge")
+
+	require.Error(t, s.SaveOffsets(ctx, "analytics", "usage.v1", map[int]int64{0: -1}))
 }
 
 // TestRoundTripEveryField stores one record with every field set and reads each column back.

@@ -41,6 +41,7 @@ func Open(ctx context.Context, dsn string, logger *slog.Logger, now func() time.
 			MigrationLock:     "SELECT pg_advisory_xact_lock(7305001)",
 			SnapshotIsolation: sql.LevelRepeatableRead,
 			Arrays:            true,
+			ModifyingCTE:      true,
 		},
 	}, db.Close)
 	if err != nil {

@@ -118,3 +118,29 @@ SELECT
     sum(upstream_cost_microusd)  AS upstream_cost_microusd
 FROM tollgate.requests_local
 GROUP BY day, account_id, model;
+
+-- The consumer's Kafka offsets (analytics/internal/store/clickhouse/offsets.go has the
+-- single-node form, which analytics creates at start when no table of that name exists: it
+-- would be a plain table on whichever server it reached, so create this one first). Every
+-- batch saves its next offset per partition here before it commits to Kafka; at start each
+-- instance reads max(next_offset) per partition and moves the group back where ClickHouse is
+-- behind Kafka (a restore). ReplacingMergeTree with next_offset as the version keeps the
+-- highest offset per key. Sharding by the whole sorting key puts every row of one partition's
+-- offset on one shard, so merges collapse them there; the Distributed table reads every shard,
+-- so every instance, whichever server it reaches, gets the same max(). Replicated like the
+-- others: losing a replica must not lose the offsets while the rows survive (analytics would
+-- then take the rows for an installation upgraded from before offset tracking).
+CREATE TABLE IF NOT EXISTS tollgate.kafka_offsets_local ON CLUSTER tollgate_cluster
+(
+    consumer_group   String,
+    topic            String,
+    kafka_partition  UInt32,
+    next_offset      UInt64,
+    saved_at         DateTime('UTC') DEFAULT now()
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tollgate/kafka_offsets_local', '{replica}', next_offset)
+ORDER BY (consumer_group, topic, kafka_partition);
+
+CREATE TABLE IF NOT EXISTS tollgate.kafka_offsets ON CLUSTER tollgate_cluster
+AS tollgate.kafka_offsets_local
+ENGINE = Distributed(tollgate_cluster, tollgate, kafka_offsets_local, cityHash64(consumer_group, topic, kafka_partition));

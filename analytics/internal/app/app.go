@@ -229,11 +229,13 @@ const groupEmptyWait = 30 * time.Second
 // would never write them — finance's totals would silently lack them. Then the group is moved
 // back to ClickHouse's offsets; the records read again that ClickHouse does have are skipped
 // by the request_id check. A partition Kafka has committed but ClickHouse has no offset for
-// (a backup older than the offsets table, or the first start of a version that keeps it) goes
-// back to the earliest offset Kafka still holds. Kafka takes the move only while no member
-// consumes: every instance must be stopped first, and this one stops with an error saying so
-// when others still run. It runs before the consumer joins the group (bus.Consumer joins at
-// its first fetch).
+// (a backup that lacks that partition's row, or a new or lost and replaced ClickHouse) goes
+// back to the earliest offset Kafka still holds. When ClickHouse has no offset for any
+// partition of the group but does have usage rows, this is instead the first start with
+// offset tracking (startTracking): the consumer resumes at Kafka's offsets. Kafka takes the
+// move only while no member consumes: every instance must be stopped first, and this one stops
+// with an error saying so when others still run. It runs before the consumer joins the group
+// (bus.Consumer joins at its first fetch).
 func (a *App) rewindToClickHouse(ctx context.Context) error {
 	group, topic := a.cfg.KafkaGroup, usage.Topic
 	var committed, stored, first map[int]int64
@@ -252,8 +254,27 @@ func (a *App) rewindToClickHouse(ctx context.Context) error {
 		first, err = bus.FirstOffsets(ctx, a.cfg.KafkaBrokers, topic)
 		return err
 	}
-	if !a.retry(ctx, "read_group_offsets", readCommitted) || !a.retry(ctx, "read_stored_offsets", readStored) ||
-		!a.retry(ctx, "read_first_offsets", readFirst) {
+	if !a.retry(ctx, "read_group_offsets", readCommitted) || !a.retry(ctx, "read_stored_offsets", readStored) {
+		return ctx.Err()
+	}
+	if len(stored) == 0 && len(committed) > 0 {
+		// No offset at all for the group, yet Kafka has commits: either the first start of a
+		// version that tracks offsets on an installation that ran an older one (ClickHouse has
+		// rows, in step with Kafka's commits), or a ClickHouse that is new or was lost and
+		// replaced (no rows: everything Kafka still holds must be read again).
+		var hasRows bool
+		readHasRows := func(ctx context.Context) (err error) {
+			hasRows, err = a.store.HasRequests(ctx)
+			return err
+		}
+		if !a.retry(ctx, "read_requests_not_empty", readHasRows) {
+			return ctx.Err()
+		}
+		if hasRows {
+			return a.startTracking(ctx, committed)
+		}
+	}
+	if !a.retry(ctx, "read_first_offsets", readFirst) {
 		return ctx.Err()
 	}
 	back := rewindTargets(committed, stored, first)
@@ -283,6 +304,27 @@ func (a *App) rewindToClickHouse(ctx context.Context) error {
 			group, len(back), err)
 	}
 	a.log.Info("kafka_offsets_rewound", "group", group, "topic", topic, "offsets", back)
+	return nil
+}
+
+// startTracking handles the first start with offset tracking on an installation that has
+// rows but no saved offsets: the consumer resumes at Kafka's committed offsets, as the
+// previous version did. Rewinding instead would read every retained record again (each is
+// then skipped as already stored) and, during a rolling update, stop every new instance while
+// an old one is still a member of the group. Kafka's committed offsets are saved as the
+// starting point, so a partition that gets no record before the next restart is not taken for
+// one restored without offsets and sent back to the earliest offset. The cost: a restore to a
+// backup taken before this start cannot be detected (README, "Restoring ClickHouse").
+func (a *App) startTracking(ctx context.Context, committed map[int]int64) error {
+	group, topic := a.cfg.KafkaGroup, usage.Topic
+	a.log.Warn("clickhouse_offsets_not_tracked_yet", "group", group, "topic", topic, "committed", committed,
+		"detail", "ClickHouse has usage rows but no saved Kafka offsets (first start of a version that saves "+
+			"them): resuming at Kafka's committed offsets and saving them; a restore from a backup is detected "+
+			"from now on, not for backups taken before this start")
+	save := func(ctx context.Context) error { return a.store.SaveOffsets(ctx, group, topic, committed) }
+	if !a.retry(ctx, "save_committed_offsets", save) {
+		return ctx.Err()
+	}
 	return nil
 }
 

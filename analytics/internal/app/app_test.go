@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/require"
 
 	"tollgate/analytics/internal/api"
@@ -218,84 +219,205 @@ func get(t *testing.T, u, token string) (int, []byte) {
 // earliest offset Kafka holds), so every request is in ClickHouse exactly once and the totals
 // are exact. Resuming at Kafka's offsets instead would leave out what came after the backup.
 func TestRestoredClickHouseReadsWhatItLacks(t *testing.T) {
+	h := newRestartHarness(t)
+	recs := storetest.Records(41, 2500, time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC))
+
+	// 1. 1,000 records stored; ClickHouse is backed up, minus partition 0's offsets row (as a
+	// backup copied table by table while partition 0 moved on would lack it).
+	_, stop := startApp(t, h.cfg, io.Discard)
+	h.produce(recs[:1000])
+	require.Len(t, h.committedUpTo(1000), 3, "records on every partition")
+	tables := []string{"requests", "usage_daily", "kafka_offsets"}
+	for _, tb := range tables {
+		h.exec("CREATE TABLE " + h.db + "." + tb + "_backup AS " + h.db + "." + tb)
+		where := ""
+		if tb == "kafka_offsets" {
+			where = " WHERE kafka_partition != 0"
+		}
+		h.exec("INSERT INTO " + h.db + "." + tb + "_backup SELECT * FROM " + h.db + "." + tb + where)
+	}
+
+	// 2. 1,000 more stored and committed; analytics stops.
+	h.produce(recs[1000:2000])
+	h.committedUpTo(2000)
+	stop()
+
+	// 3. ClickHouse is restored from the backup (ApplySchema recreates the view), and 500
+	// more records arrive while analytics is down.
+	h.exec("DROP TABLE " + h.db + ".usage_daily_mv")
+	for _, tb := range tables {
+		h.exec("DROP TABLE " + h.db + "." + tb)
+		h.exec("RENAME TABLE " + h.db + "." + tb + "_backup TO " + h.db + "." + tb)
+	}
+	h.produce(recs[2000:])
+
+	// 4. Restarted, analytics reads again what ClickHouse lacks.
+	logs := h.logFile("analytics.log")
+	_, stop = startApp(t, h.cfg, logs)
+	h.committedUpTo(int64(len(recs)))
+	stop()
+	h.requireExactlyOnce(recs)
+
+	logged := h.read(logs)
+	require.Contains(t, logged, `"msg":"kafka_offsets_rewound"`)
+	require.Contains(t, logged, `"partitions_without_stored_offsets":[0]`)
+	require.NotContains(t, logged, `"msg":"clickhouse_offsets_not_tracked_yet"`,
+		"offsets are missing for one partition only: not the first start with offset tracking")
+}
+
+// TestStartWithoutSavedOffsets: Kafka has the group's commits, but kafka_offsets has no row
+// for the group at all. With usage rows in ClickHouse, that is the first start of the version
+// that saves offsets on an existing installation: analytics resumes at Kafka's offsets (no
+// record read again, which during a rolling update would also need every old instance gone)
+// and saves them, warning once. With no usage rows (ClickHouse lost and replaced by an empty
+// one) everything Kafka holds is read again.
+func TestStartWithoutSavedOffsets(t *testing.T) {
+	cases := []struct {
+		name string
+		// lose is what happens to ClickHouse while analytics is down.
+		lose                   func(h *restartHarness)
+		wantInserted, wantSeen int64 // records inserted and found already stored after the restart
+		wantLog, notLog        string
+		// saveAtStart: Kafka's committed offsets are in kafka_offsets once the consumer starts.
+		saveAtStart bool
+	}{
+		{
+			name:         "rows but no offsets table: upgrade to offset tracking",
+			lose:         func(h *restartHarness) { h.exec("DROP TABLE " + h.db + ".kafka_offsets") },
+			wantInserted: 500,
+			wantLog:      "clickhouse_offsets_not_tracked_yet",
+			notLog:       "clickhouse_behind_kafka",
+			saveAtStart:  true,
+		},
+		{
+			name:         "no rows: ClickHouse lost and replaced",
+			lose:         func(h *restartHarness) { h.exec("DROP DATABASE " + h.db) },
+			wantInserted: 1500,
+			wantLog:      "kafka_offsets_rewound",
+			notLog:       "clickhouse_offsets_not_tracked_yet",
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newRestartHarness(t)
+			recs := storetest.Records(43, 1500, time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC))
+			_, stop := startApp(t, h.cfg, io.Discard)
+			h.produce(recs[:1000])
+			before := h.committedUpTo(1000)
+			require.Len(t, before, 3, "records on every partition")
+			stop()
+			c.lose(h)
+
+			logs := h.logFile("restart.log")
+			base, stop := startApp(t, h.cfg, logs)
+			if c.saveAtStart {
+				// Saved before any record arrives, so a partition that gets none before the
+				// next start is not taken for one restored without its offset.
+				h.waitLog(logs, "analytics_consuming")
+				require.Equal(t, before, h.savedOffsets(), "Kafka's committed offsets saved at the first start")
+			}
+			h.produce(recs[1000:])
+			committed := h.committedUpTo(int64(len(recs)))
+			require.Equal(t, c.wantInserted, outcome(t, base, "inserted"), "records inserted after the restart")
+			require.Equal(t, c.wantSeen, outcome(t, base, "existing"), "records read again and found stored")
+			stop()
+			h.requireExactlyOnce(recs)
+			logged := h.read(logs)
+			require.Contains(t, logged, `"msg":"`+c.wantLog+`"`)
+			require.NotContains(t, logged, `"msg":"`+c.notLog+`"`)
+			require.Equal(t, committed, h.savedOffsets(), "saved offsets in step with Kafka's")
+
+			// The next start finds the offsets saved: no warning, nothing moved.
+			logs = h.logFile("again.log")
+			_, stop = startApp(t, h.cfg, logs)
+			h.waitLog(logs, "analytics_consuming")
+			stop()
+			logged = h.read(logs)
+			require.NotContains(t, logged, `"msg":"clickhouse_offsets_not_tracked_yet"`)
+			require.NotContains(t, logged, `"msg":"clickhouse_behind_kafka"`)
+		})
+	}
+}
+
+// restartHarness is a private ClickHouse database and kfake cluster (3 partitions) for tests
+// that stop analytics, change ClickHouse behind its back and start it again.
+type restartHarness struct {
+	t       *testing.T
+	ctx     context.Context
+	cfg     app.Config
+	db      string
+	conn    driver.Conn
+	brokers []string
+	p       *bus.Producer
+}
+
+func newRestartHarness(t *testing.T) *restartHarness {
 	dsn, db := storetest.DSN(t, "")
 	brokers := bustest.Start(t, 3, usage.Topic, usage.TopicDLQ)
-	conn := storetest.Conn(t, dsn)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	cfg := app.DefaultConfig()
 	cfg.ClickHouseDSN = dsn
 	cfg.KafkaBrokers = brokers
 	cfg.ListenAddr = "127.0.0.1:0"
 	cfg.BatchRowsMax = 300
 	cfg.BatchLinger = 50 * time.Millisecond
-
-	recs := storetest.Records(41, 2500, time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC))
 	p := bus.NewProducer(bus.ProducerConfig{Brokers: brokers, Topic: usage.Topic})
-	defer p.Close()
-	produce := func(rs []usage.Record) {
-		msgs := make([]bus.Message, len(rs))
-		for i := range rs {
-			// Keyed by request id, not account, so the records spread over every partition.
-			msgs[i] = bus.Message{Key: []byte(rs[i].RequestID), Value: rs[i].AppendJSON(nil)}
+	t.Cleanup(func() { _ = p.Close() })
+	return &restartHarness{t: t, ctx: ctx, cfg: cfg, db: db, conn: storetest.Conn(t, dsn), brokers: brokers, p: p}
+}
+
+func (h *restartHarness) exec(q string) { require.NoError(h.t, h.conn.Exec(h.ctx, q), q) }
+
+func (h *restartHarness) produce(rs []usage.Record) {
+	msgs := make([]bus.Message, len(rs))
+	for i := range rs {
+		// Keyed by request id, not account, so the records spread over every partition.
+		msgs[i] = bus.Message{Key: []byte(rs[i].RequestID), Value: rs[i].AppendJSON(nil)}
+	}
+	require.NoError(h.t, h.p.Send(h.ctx, msgs...))
+}
+
+// committedUpTo waits until the group has committed n records in all.
+func (h *restartHarness) committedUpTo(n int64) map[int]int64 {
+	deadline := time.Now().Add(60 * time.Second) // hang guard while the consumer catches up
+	for {
+		got, err := bus.GroupOffsets(h.ctx, h.brokers, h.cfg.KafkaGroup, usage.Topic)
+		require.NoError(h.t, err)
+		var sum int64
+		for _, o := range got {
+			sum += o
 		}
-		require.NoError(t, p.Send(ctx, msgs...))
-	}
-	// committedUpTo waits until the group has committed n records in all.
-	committedUpTo := func(n int64) map[int]int64 {
-		deadline := time.Now().Add(60 * time.Second) // hang guard while the consumer catches up
-		for {
-			got, err := bus.GroupOffsets(ctx, brokers, cfg.KafkaGroup, usage.Topic)
-			require.NoError(t, err)
-			var sum int64
-			for _, o := range got {
-				sum += o
-			}
-			if sum == n {
-				return got
-			}
-			require.True(t, time.Now().Before(deadline), "the group committed %d of %d records", sum, n)
-			time.Sleep(50 * time.Millisecond)
+		if sum == n {
+			return got
 		}
+		require.True(h.t, time.Now().Before(deadline), "the group committed %d of %d records", sum, n)
+		time.Sleep(50 * time.Millisecond)
 	}
+}
 
-	// 1. 1,000 records stored; ClickHouse is backed up, minus partition 0's offsets row (as a
-	// backup taken before the offsets table existed would lack it).
-	stop := startApp(t, cfg, io.Discard)
-	produce(recs[:1000])
-	require.Len(t, committedUpTo(1000), 3, "records on every partition")
-	tables := []string{"requests", "usage_daily", "kafka_offsets"}
-	for _, tb := range tables {
-		require.NoError(t, conn.Exec(ctx, "CREATE TABLE "+db+"."+tb+"_backup AS "+db+"."+tb))
-		where := ""
-		if tb == "kafka_offsets" {
-			where = " WHERE kafka_partition != 0"
-		}
-		require.NoError(t, conn.Exec(ctx, "INSERT INTO "+db+"."+tb+"_backup SELECT * FROM "+db+"."+tb+where))
+// savedOffsets reads kafka_offsets as analytics does, max(next_offset) per partition.
+func (h *restartHarness) savedOffsets() map[int]int64 {
+	rows, err := h.conn.Query(h.ctx, "SELECT kafka_partition, max(next_offset) FROM "+h.db+".kafka_offsets"+
+		" WHERE consumer_group = ? AND topic = ? GROUP BY kafka_partition", h.cfg.KafkaGroup, usage.Topic)
+	require.NoError(h.t, err)
+	defer rows.Close()
+	got := map[int]int64{}
+	for rows.Next() {
+		var p uint32
+		var o uint64
+		require.NoError(h.t, rows.Scan(&p, &o))
+		got[int(p)] = int64(o)
 	}
+	require.NoError(h.t, rows.Err())
+	return got
+}
 
-	// 2. 1,000 more stored and committed; analytics stops.
-	produce(recs[1000:2000])
-	committedUpTo(2000)
-	stop()
-
-	// 3. ClickHouse is restored from the backup (ApplySchema recreates the view), and 500
-	// more records arrive while analytics is down.
-	require.NoError(t, conn.Exec(ctx, "DROP TABLE "+db+".usage_daily_mv"))
-	for _, tb := range tables {
-		require.NoError(t, conn.Exec(ctx, "DROP TABLE "+db+"."+tb))
-		require.NoError(t, conn.Exec(ctx, "RENAME TABLE "+db+"."+tb+"_backup TO "+db+"."+tb))
-	}
-	produce(recs[2000:])
-
-	// 4. Restarted, analytics reads again what ClickHouse lacks.
-	logs, err := os.Create(filepath.Join(t.TempDir(), "analytics.log")) // *os.File takes concurrent writes
-	require.NoError(t, err)
-	defer logs.Close()
-	stop = startApp(t, cfg, logs)
-	committedUpTo(int64(len(recs)))
-	stop()
-	rows, err := conn.Query(ctx, "SELECT request_id, count() FROM "+db+".requests GROUP BY request_id")
+// requireExactlyOnce checks that ClickHouse holds every record of recs exactly once (raw rows,
+// no FINAL) and that the base table's and the daily rollup's totals are theirs.
+func (h *restartHarness) requireExactlyOnce(recs []usage.Record) {
+	t := h.t
+	rows, err := h.conn.Query(h.ctx, "SELECT request_id, count() FROM "+h.db+".requests GROUP BY request_id")
 	require.NoError(t, err)
 	got := map[string]uint64{}
 	for rows.Next() {
@@ -318,9 +440,9 @@ func TestRestoredClickHouseReadsWhatItLacks(t *testing.T) {
 	sums := func(table, count string) store.Totals {
 		var tot store.Totals
 		var n uint64
-		require.NoError(t, conn.QueryRow(ctx, "SELECT "+count+", sum(input_tokens), sum(output_tokens), "+
+		require.NoError(t, h.conn.QueryRow(h.ctx, "SELECT "+count+", sum(input_tokens), sum(output_tokens), "+
 			"sum(cache_write_5m_tokens), sum(cache_write_1h_tokens), sum(cache_read_tokens), sum(thinking_tokens), "+
-			"sum(web_search_requests), sum(cost_microcredits), sum(upstream_cost_microusd) FROM "+db+"."+table).Scan(
+			"sum(web_search_requests), sum(cost_microcredits), sum(upstream_cost_microusd) FROM "+h.db+"."+table).Scan(
 			&n, &tot.InputTokens, &tot.OutputTokens, &tot.CacheWrite5mTokens, &tot.CacheWrite1hTokens,
 			&tot.CacheReadTokens, &tot.ThinkingTokens, &tot.WebSearchRequests, &tot.CostMicrocredits,
 			&tot.UpstreamCostMicroUSD))
@@ -329,16 +451,34 @@ func TestRestoredClickHouseReadsWhatItLacks(t *testing.T) {
 	}
 	require.Equal(t, wantTotals, sums("requests", "count()"), "totals of the base table")
 	require.Equal(t, wantTotals, sums("usage_daily", "sum(requests)"), "totals of the daily rollup")
-
-	logged, err := os.ReadFile(logs.Name())
-	require.NoError(t, err)
-	require.Contains(t, string(logged), `"msg":"kafka_offsets_rewound"`)
-	require.Contains(t, string(logged), `"partitions_without_stored_offsets":[0]`)
 }
 
-// startApp runs analytics with cfg, logging JSON to w, and returns a function that stops it
-// and checks that it stopped cleanly.
-func startApp(t *testing.T, cfg app.Config, w io.Writer) (stop func()) {
+// logFile creates a file for an app's JSON log (*os.File takes concurrent writes).
+func (h *restartHarness) logFile(name string) *os.File {
+	f, err := os.Create(filepath.Join(h.t.TempDir(), name))
+	require.NoError(h.t, err)
+	h.t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+// waitLog waits until the log in f has a line with message msg.
+func (h *restartHarness) waitLog(f *os.File, msg string) {
+	deadline := time.Now().Add(30 * time.Second) // hang guard; a start takes well under a second
+	for !strings.Contains(h.read(f), `"msg":"`+msg+`"`) {
+		require.True(h.t, time.Now().Before(deadline), "no %s in the log", msg)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *restartHarness) read(f *os.File) string {
+	b, err := os.ReadFile(f.Name())
+	require.NoError(h.t, err)
+	return string(b)
+}
+
+// startApp runs analytics with cfg, logging JSON to w, and returns its base URL and a function
+// that stops it and checks that it stopped cleanly.
+func startApp(t *testing.T, cfg app.Config, w io.Writer) (base string, stop func()) {
 	t.Helper()
 	a, err := app.New(cfg, slog.New(slog.NewJSONHandler(w, nil)))
 	require.NoError(t, err)
@@ -355,5 +495,5 @@ func startApp(t *testing.T, cfg app.Config, w io.Writer) (stop func()) {
 		require.NoError(t, <-done)
 	}
 	t.Cleanup(stop)
-	return stop
+	return "http://" + a.Addr(), stop
 }

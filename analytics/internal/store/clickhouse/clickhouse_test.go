@@ -257,7 +257,7 @@ func TestClusterSchemaParses(t *testing.T) {
 	ctx := ctxT(t)
 	stmts, err := chstore.FileStatements("clickhouse/cluster.sql", s.Database())
 	require.NoError(t, err)
-	require.Len(t, stmts, 6)
+	require.Len(t, stmts, 8)
 	for _, q := range stmts {
 		err := conn.Exec(ctx, q)
 		if err == nil {
@@ -271,8 +271,8 @@ func TestClusterSchemaParses(t *testing.T) {
 
 // TestClusterSchemaLocal runs cluster.sql without ON CLUSTER and with the non-replicated
 // engines (replication needs ZooKeeper), over the one-server "tollgate_cluster" that
-// deploy/dev/clickhouse.sh configures: the Distributed tables, the view on the local table and
-// the consumer's insert-then-check path are exercised for real.
+// deploy/dev/clickhouse.sh configures: the Distributed tables, the view on the local table,
+// the consumer's insert-then-check path and its saved offsets are exercised for real.
 func TestClusterSchemaLocal(t *testing.T) {
 	dsn, db := storetest.DSN(t, "insert_distributed_sync=1")
 	s, err := chstore.Open(chstore.Config{DSN: dsn}, slog.New(slog.DiscardHandler))
@@ -287,10 +287,13 @@ func TestClusterSchemaLocal(t *testing.T) {
 	}
 	stmts, err := chstore.FileStatements("clickhouse/cluster.sql", db)
 	require.NoError(t, err)
+	// ReplicatedX('path', 'replica') becomes X; ReplicatedX('path', 'replica', args) X(args).
 	replicated := regexp.MustCompile(`Replicated(\w+MergeTree)\('[^']*', '[^']*'\)`)
+	replicatedArgs := regexp.MustCompile(`Replicated(\w+MergeTree)\('[^']*', '[^']*', `)
 	for _, q := range stmts {
 		q = strings.ReplaceAll(q, " ON CLUSTER tollgate_cluster", "")
 		q = replicated.ReplaceAllString(q, "$1")
+		q = replicatedArgs.ReplaceAllString(q, "$1(")
 		require.NoError(t, conn.Exec(ctx, q), q)
 	}
 	recs := storetest.Records(7, 500, time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC))
@@ -306,4 +309,31 @@ func TestClusterSchemaLocal(t *testing.T) {
 	var cost int64
 	require.NoError(t, conn.QueryRow(ctx, "SELECT sum(cost_microcredits) FROM "+db+".usage_daily").Scan(&cost))
 	require.Equal(t, want.CostMicrocredits, cost)
+	has, err := s.HasRequests(ctx)
+	require.NoError(t, err)
+	require.True(t, has, "rows seen through the Distributed table")
+
+	// The offsets go through the Distributed kafka_offsets and read back as max() per
+	// partition, a lower one saved later changing nothing.
+	require.NoError(t, s.SaveOffsets(ctx, "analytics", "usage.v1", map[int]int64{0: 10, 1: 5}))
+	require.NoError(t, s.SaveOffsets(ctx, "analytics", "usage.v1", map[int]int64{0: 7, 1: 9}))
+	offsets, err := s.Offsets(ctx, "analytics", "usage.v1")
+	require.NoError(t, err)
+	require.Equal(t, map[int]int64{0: 10, 1: 9}, offsets)
+	var engine string
+	require.NoError(t, conn.QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = ? AND name = 'kafka_offsets'", db).Scan(&engine))
+	require.Equal(t, "Distributed", engine, "cluster.sql's table, not the one analytics creates when it is missing")
+}
+
+// TestHasRequests: false on a fresh database, true once one record is stored.
+func TestHasRequests(t *testing.T) {
+	s, _ := storetest.Open(t)
+	ctx := ctxT(t)
+	has, err := s.HasRequests(ctx)
+	require.NoError(t, err)
+	require.False(t, has)
+	require.NoError(t, s.Insert(ctx, storetest.Records(5, 1, time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC))))
+	has, err = s.HasRequests(ctx)
+	require.NoError(t, err)
+	require.True(t, has)
 }

@@ -86,3 +86,20 @@ func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int]int64
 	}
 	return out, nil
 }
+
+// HasRequests reports whether the requests table holds at least one row. Analytics asks it
+// when kafka_offsets has nothing for its group: rows without offsets are an installation that
+// ran a version before offset tracking, no rows a new or replaced ClickHouse. LIMIT 1 keeps it
+// cheap on a table of any size (and on a cluster's Distributed table).
+func (s *Store) HasRequests(ctx context.Context) (bool, error) {
+	rows, err := s.conn.Query(ctx, "SELECT 1 FROM "+s.db+".requests LIMIT 1")
+	if err != nil {
+		return false, fmt.Errorf("query whether requests has rows: %w", err)
+	}
+	defer rows.Close()
+	found := rows.Next()
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("read whether requests has rows: %w", err)
+	}
+	return found, nil
+}

@@ -75,7 +75,7 @@ func New(cfg Config, logger *slog.Logger) (*Forwarder, error) {
 		Addr:                      host,
 		MaxConns:                  cfg.UpstreamConnsMax,
 		MaxConnWaitTimeout:        time.Second,
-		MaxIdleConnDuration:       time.Minute,
+		MaxIdleConnDuration:       30 * time.Second, // as the edge's default upstream-idle-conn-timeout
 		MaxIdemponentCallAttempts: 1,
 		ReadBufferSize:            8 << 10,
 		WriteBufferSize:           8 << 10,

@@ -16,7 +16,7 @@ fuzz:
 	bash deploy/dev/fuzz.sh $(or $(FUZZTIME),60s)
 
 # The load harness (bench/README.md): the upstream direct vs a bare forwarder vs the full edge,
-# in alternating rounds, then a money check. Results go to bench/results/. About 6 minutes;
+# in alternating rounds, then a money check. Results go to bench/results/. About 8 minutes (the slow-stream targets wait for TIME_WAIT to drain);
 # SOAK=1 adds a 10-minute soak of the edge.
 comma := ,
 BENCH_SCENARIOS := nonstream,stream20,mixed,slow,settle$(if $(SOAK),$(comma)soak)

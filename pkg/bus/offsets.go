@@ -104,6 +104,11 @@ func partitions(ctx context.Context, c *kafka.Client, topic string) ([]int, erro
 	return nil, fmt.Errorf("metadata of %s: no such topic", topic)
 }
 
+// GroupEmptyWait is how long a process that moves its group's offsets at start should wait
+// for the group to empty (SetGroupOffsetsWhenEmpty): a member killed just before it started
+// stays in the group until its session (10 s for Consumer) times out.
+const GroupEmptyWait = 30 * time.Second
+
 // SetGroupOffsetsWhenEmpty is SetGroupOffsets retried once a second while the group still has
 // members, for up to wait: a consumer of the group killed just before this process started
 // stays a member until its session times out (10 s for Consumer). It returns nil once the

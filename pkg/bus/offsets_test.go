@@ -12,18 +12,26 @@ import (
 	"tollgate/pkg/bus/bustest"
 )
 
+// produced starts a broker with topic t1 on 2 partitions and sends it n messages keyed by
+// i % keys; the context ends with the test or after a minute.
+func produced(t *testing.T, n, keys int) (context.Context, []string) {
+	t.Helper()
+	brokers := bustest.Start(t, 2, "t1")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	p := bus.NewProducer(bus.ProducerConfig{Brokers: brokers, Topic: "t1"})
+	defer p.Close()
+	for i := range n {
+		require.NoError(t, p.Send(ctx, bus.Message{Key: []byte(fmt.Sprint(i % keys)), Value: []byte(fmt.Sprint(i))}))
+	}
+	return ctx, brokers
+}
+
 // A group's offsets read back as committed; moved back from outside the group (while no
 // member runs), the next member reads again from there; with a member running, nothing moves.
 func TestGroupOffsetsSetAndReread(t *testing.T) {
-	brokers := bustest.Start(t, 2, "t1")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	p := bus.NewProducer(bus.ProducerConfig{Brokers: brokers, Topic: "t1"})
-	defer p.Close()
 	const n = 40
-	for i := range n {
-		require.NoError(t, p.Send(ctx, bus.Message{Key: []byte(fmt.Sprint(i % 5)), Value: []byte(fmt.Sprint(i))}))
-	}
+	ctx, brokers := produced(t, n, 5)
 
 	got, err := bus.GroupOffsets(ctx, brokers, "g", "t1")
 	require.NoError(t, err)
@@ -76,14 +84,7 @@ func TestGroupOffsetsSetAndReread(t *testing.T) {
 // FirstOffsets gives every partition's earliest offset; SetGroupOffsetsWhenEmpty gives up
 // with ErrGroupActive while a member stays past the wait, and succeeds once it leaves.
 func TestFirstOffsetsAndSetWhenEmpty(t *testing.T) {
-	brokers := bustest.Start(t, 2, "t1")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	p := bus.NewProducer(bus.ProducerConfig{Brokers: brokers, Topic: "t1"})
-	defer p.Close()
-	for i := range 10 {
-		require.NoError(t, p.Send(ctx, bus.Message{Key: []byte(fmt.Sprint(i)), Value: []byte("v")}))
-	}
+	ctx, brokers := produced(t, 10, 10)
 	first, err := bus.FirstOffsets(ctx, brokers, "t1")
 	require.NoError(t, err)
 	require.Equal(t, map[int]int64{0: 0, 1: 0}, first)

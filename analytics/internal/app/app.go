@@ -218,10 +218,6 @@ func (a *App) consume(ctx context.Context) error {
 	return err
 }
 
-// groupEmptyWait is how long rewindToClickHouse waits for the group to empty: an instance
-// killed just before this one started stays a member until its session (10 s) times out.
-const groupEmptyWait = 30 * time.Second
-
 // rewindToClickHouse makes the consumer resume where ClickHouse's saved offsets say, never
 // past them. Normally they are at or ahead of the group's committed offsets in Kafka (a batch
 // saves them before it commits). ClickHouse restored from a backup is behind: the records
@@ -298,7 +294,7 @@ func (a *App) rewindToClickHouse(ctx context.Context) error {
 		"detail", "ClickHouse lacks records the group has committed (restored from a backup?): moving the group "+
 			"back to read them again; partitions without stored offsets go back to the earliest offset Kafka holds, "+
 			"and records ClickHouse already has are skipped")
-	if err := bus.SetGroupOffsetsWhenEmpty(ctx, a.cfg.KafkaBrokers, group, topic, back, groupEmptyWait); err != nil {
+	if err := bus.SetGroupOffsetsWhenEmpty(ctx, a.cfg.KafkaBrokers, group, topic, back, bus.GroupEmptyWait); err != nil {
 		return fmt.Errorf("ClickHouse is behind Kafka's offsets for group %s on %d partitions (restored from a "+
 			"backup?); stop every analytics instance of the group, then start one, which moves the offsets back: %w",
 			group, len(back), err)

@@ -240,10 +240,6 @@ func (a *App) ensureTopics(ctx context.Context) {
 // database.
 const consumerGroup = "ledgerd"
 
-// groupEmptyWait is how long rewindToLedger waits for the group to empty: a ledgerd killed
-// just before this one started stays a member until its session (10 s) times out.
-const groupEmptyWait = 30 * time.Second
-
 // rewindToLedger makes settlement resume where the database says, never past it. Normally
 // the database's stored offsets are at or ahead of the group's committed ones in Kafka (a
 // batch is committed to the database first). A database restored from a backup is behind:
@@ -285,7 +281,7 @@ func (a *App) rewindToLedger(ctx context.Context) error {
 	}
 	a.log.Warn("ledger_behind_kafka", "group", consumerGroup, "partitions", len(back), "stored", back, "committed", committed,
 		"detail", "the database is older than the group's position (restored from a backup?): moving the group back to settle what the database lacks")
-	if err := bus.SetGroupOffsetsWhenEmpty(ctx, a.cfg.KafkaBrokers, consumerGroup, usage.Topic, back, groupEmptyWait); err != nil {
+	if err := bus.SetGroupOffsetsWhenEmpty(ctx, a.cfg.KafkaBrokers, consumerGroup, usage.Topic, back, bus.GroupEmptyWait); err != nil {
 		return fmt.Errorf("the database is behind Kafka's offsets for group %s on %d partitions "+
 			"(restored from a backup?); stop every ledgerd, then start one, which moves the offsets back: %w",
 			consumerGroup, len(back), err)

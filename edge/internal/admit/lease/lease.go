@@ -125,7 +125,7 @@ const (
 	// milliseconds — so there are enough workers for the top-ups of many busy accounts at
 	// once: with 4, a hundred accounts crossing their low-water marks together (traffic
 	// resuming) queued for a second behind such waits, and their leases ran dry first.
-	// The ledger client keeps as many connections.
+	// The ledger client keeps up to 64 idle connections, more than the workers need.
 	workers = 32
 	jobsMax = 4096
 	// releaseGiveUp: a release still failing this long after the lease's local expiry is

@@ -21,6 +21,7 @@ import (
 	"tollgate/analytics/internal/consume"
 	"tollgate/analytics/internal/store/clickhouse"
 	"tollgate/pkg/bus"
+	"tollgate/pkg/retry"
 	"tollgate/pkg/usage"
 )
 
@@ -184,6 +185,14 @@ func (a *App) Run(ctx context.Context) error {
 	return runErr
 }
 
+// stepAttempt bounds one attempt of a start-up step (ClickHouse or Kafka).
+const stepAttempt = 30 * time.Second
+
+// retry runs a start-up step until it succeeds (true) or ctx ends (false).
+func (a *App) retry(ctx context.Context, step string, f func(context.Context) error) bool {
+	return retry.Until(ctx, a.log, step, stepAttempt, f) == nil
+}
+
 func (a *App) consume(ctx context.Context) error {
 	if !a.retry(ctx, "apply_schema", a.store.ApplySchema) {
 		return nil
@@ -343,29 +352,4 @@ func rewindTargets(committed, stored, first map[int]int64) map[int]int64 {
 		}
 	}
 	return back
-}
-
-// retry runs f with backoff until it succeeds (true) or ctx ends (false).
-func (a *App) retry(ctx context.Context, step string, f func(context.Context) error) bool {
-	wait := 200 * time.Millisecond
-	for {
-		attemptCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := f(attemptCtx)
-		cancel()
-		if err == nil {
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		a.log.Warn("startup_step_failed", "step", step, "error", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return false
-		case <-t.C:
-		}
-		wait = min(2*wait, 10*time.Second)
-	}
 }

@@ -30,6 +30,7 @@ import (
 	"tollgate/ledgerd/internal/store/sqlite"
 	"tollgate/ledgerd/internal/webhook"
 	"tollgate/pkg/bus"
+	"tollgate/pkg/retry"
 	"tollgate/pkg/usage"
 )
 
@@ -231,10 +232,13 @@ func serve(srv *http.Server, ln net.Listener) error {
 // ensureTopics creates the topics if missing, retrying until Kafka answers: ledgerd serves
 // its APIs meanwhile, and settlement starts when Kafka is there.
 func (a *App) ensureTopics(ctx context.Context) {
-	_ = a.retryKafka(ctx, "create topics", func(ctx context.Context) error { // fails only when ctx ends
+	_ = retry.Until(ctx, a.log, "create topics", kafkaAttempt, func(ctx context.Context) error { // fails only when ctx ends
 		return bus.EnsureTopics(ctx, a.cfg.KafkaBrokers, a.cfg.KafkaPartitions, usage.Topic, usage.TopicDLQ)
 	})
 }
+
+// kafkaAttempt bounds one attempt of a start-up call to Kafka.
+const kafkaAttempt = 10 * time.Second
 
 // consumerGroup is ledgerd's consumer group on usage.v1, also the key of its offsets in the
 // database.
@@ -252,7 +256,7 @@ func (a *App) rewindToLedger(ctx context.Context) error {
 	var committed, stored map[int]int64
 	// Kafka's offsets first, then the database's: read in that order, an ordinary restart
 	// can never see the database behind.
-	if err := a.retryKafka(ctx, "read consumer offsets", func(ctx context.Context) error {
+	if err := retry.Until(ctx, a.log, "read consumer offsets", kafkaAttempt, func(ctx context.Context) error {
 		var err error
 		committed, err = bus.GroupOffsets(ctx, a.cfg.KafkaBrokers, consumerGroup, usage.Topic)
 		return err
@@ -288,29 +292,6 @@ func (a *App) rewindToLedger(ctx context.Context) error {
 	}
 	a.log.Info("ledger_offsets_rewound", "group", consumerGroup, "offsets", back)
 	return nil
-}
-
-// retryKafka runs f until it succeeds or ctx ends, with backoff, logging failures.
-func (a *App) retryKafka(ctx context.Context, what string, f func(context.Context) error) error {
-	backoff := 500 * time.Millisecond
-	for {
-		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := f(tctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		a.log.Warn("kafka_unavailable", "step", what, "error", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-	}
 }
 
 // reap reclaims expired leases every ReapEvery. Errors are logged and retried next round:

@@ -161,6 +161,10 @@ type Ratios struct {
 	ForwarderTTFTDeltaP99Us        int64   `json:"forwarder_ttft_delta_p99_us,omitempty"`
 	EdgeBackgroundCPUPerRequestUs  float64 `json:"edge_background_cpu_per_request_us"`
 	EdgeBackgroundProcessesCounted string  `json:"edge_background_processes"`
+	// EdgeBackgroundCPUPerRequestScenarioUs is the background's CPU from the scenario's start
+	// until it caught up after the last round, per request the edge served: what billing costs
+	// beside the edge, wherever it ran.
+	EdgeBackgroundCPUPerRequestScenarioUs float64 `json:"edge_background_cpu_per_request_scenario_us,omitempty"`
 }
 
 // backgroundProcs run beside the edge and do work per request later (settlement, analytics,

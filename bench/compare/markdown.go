@@ -84,6 +84,9 @@ func throughputMarkdown(b *strings.Builder, res *ScenarioResult) {
 	}
 	if r.EdgeBackgroundProcessesCounted != "" {
 		t.Row("background CPU µs per request during the closed loop ("+r.EdgeBackgroundProcessesCounted+")", f1(r.EdgeBackgroundCPUPerRequestUs), "")
+		if r.EdgeBackgroundCPUPerRequestScenarioUs > 0 {
+			t.Row("background CPU µs per edge request over the scenario, catch-up included", f1(r.EdgeBackgroundCPUPerRequestScenarioUs), "")
+		}
 	}
 	b.WriteString(t.String() + "\n")
 	checksMarkdown(b, res.Checks)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // Proc is one child process of the stack. Its output goes to a log file under the stack's
@@ -202,21 +203,59 @@ func (p *Proc) Pid() int {
 	return p.cmd.Process.Pid
 }
 
-// Renice sets the nice value of every thread of process pid. Linux applies nice per thread,
-// and a thread inherits its creator's, so threads started later follow.
-func Renice(pid, nice int) error {
+// Priority is how the kernel schedules a background process on the cores it shares with the
+// processes under test.
+type Priority struct {
+	// Idle puts it under SCHED_IDLE: it runs only when no other task wants the core, and any
+	// task that wakes takes the core from it at once. Nice is then ignored.
+	Idle bool
+	// Nice is its nice value under the normal policy (SCHED_OTHER), -20..19. Even at 19 such
+	// a task keeps the core for the rest of its slice (about a millisecond) when a normal task
+	// wakes; that is what Idle avoids.
+	Nice int
+}
+
+func (p Priority) String() string {
+	if p.Idle {
+		return "SCHED_IDLE"
+	}
+	return fmt.Sprintf("nice %d", p.Nice)
+}
+
+// Linux scheduling policies (sched.h).
+const (
+	schedOther = 0
+	schedIdle  = 5
+)
+
+// SetPriority gives every thread of process pid the priority p. Linux schedules each thread
+// on its own, and a thread inherits its creator's policy and nice value, so threads started
+// later follow.
+func SetPriority(pid int, p Priority) error {
 	dir := fmt.Sprintf("/proc/%d/task", pid)
 	tasks, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("list threads of %d: %w", pid, err)
+	}
+	policy := schedOther
+	if p.Idle {
+		policy = schedIdle
 	}
 	for _, t := range tasks {
 		var tid int
 		if _, err := fmt.Sscan(t.Name(), &tid); err != nil {
 			continue
 		}
-		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("set nice %d on thread %d of %d: %w", nice, tid, pid, err)
+		param := struct{ priority int32 }{0}
+		if _, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(tid), uintptr(policy),
+			uintptr(unsafe.Pointer(&param))); errno != 0 && errno != syscall.ESRCH {
+			return fmt.Errorf("set %s on thread %d of %d: %w", p, tid, pid, errno)
+		}
+		if p.Idle {
+			continue
+		}
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, p.Nice); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("set nice %d on thread %d of %d: %w", p.Nice, tid, pid, err)
 		}
 	}
 	return nil

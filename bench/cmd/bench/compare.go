@@ -35,7 +35,8 @@ func runCompare(ctx context.Context, args []string) error {
 	fs.Int64Var(&cfg.Credits, "credits", 100_000, "whole credits per account")
 	fs.BoolVar(&cfg.NoAnalytics, "no-analytics", false, "run without ClickHouse (the verifier checks the ledger only)")
 	fs.BoolVar(&cfg.NoVerify, "no-verify", false, "skip the money check")
-	fs.IntVar(&cfg.BackgroundNice, "background-nice", 19, "nice value of Kafka, ledgerd, analytics and ClickHouse during the run (they run on other machines in production; the settle scenario runs them at 0); 0 leaves them alone")
+	fs.IntVar(&cfg.BackgroundNice, "background-nice", 19, "nice value of Kafka, ledgerd, analytics and ClickHouse during the run (they run on other machines in production; the settle and slow scenarios run them at 0); 0 leaves them alone")
+	fs.BoolVar(&cfg.BackgroundIdle, "background-idle", true, "run Kafka, analytics and ClickHouse (nothing on the request path waits for them) under SCHED_IDLE instead of -background-nice; ledgerd keeps -background-nice")
 	fs.StringVar(&cfg.Commit, "commit", "", "name of the measured code in result file names (default: git HEAD of -repo, +\"-dirty\")")
 	if err := parseFlags(fs, "TOLLGATE_BENCH_COMPARE_", args); err != nil {
 		return err

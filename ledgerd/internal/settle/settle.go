@@ -336,7 +336,7 @@ func (c *Consumer) prepare(ctx context.Context, msgs []bus.Message) (store.Batch
 		return store.Batch{}, err
 	}
 	next := map[int]int64{}
-	var fresh []bus.Message
+	fresh := make([]bus.Message, 0, len(msgs))
 	for _, m := range msgs {
 		next[m.Partition] = max(next[m.Partition], m.Offset+1)
 		if o, ok := stored[m.Partition]; ok && m.Offset < o {
@@ -349,18 +349,14 @@ func (c *Consumer) prepare(ctx context.Context, msgs []bus.Message) (store.Batch
 	now := c.cfg.Now()
 	oldest := now.Add(-(c.cfg.Retention - c.cfg.ClockSkewMax)).UnixMilli()
 	newest := now.Add(c.cfg.ClockSkewMax).UnixMilli()
-	type valid struct {
-		msg bus.Message
-		rec usage.Record
-	}
-	var ok []valid
 	var dead []bus.Message
 	deadLetter := func(m bus.Message, reason string) {
 		dead = append(dead, dlqMessage(m, reason))
 	}
 	recs, errs := decodeAll(fresh)
+	ok := make([]int, 0, len(fresh)) // indexes of fresh (and recs) that may settle
 	for i, m := range fresh {
-		rec, err := recs[i], errs[i]
+		rec, err := &recs[i], errs[i]
 		switch {
 		case err != nil:
 			deadLetter(m, err.Error())
@@ -374,16 +370,16 @@ func (c *Consumer) prepare(ctx context.Context, msgs []bus.Message) (store.Batch
 			deadLetter(m, fmt.Sprintf("ts_end_ms %d outside the settlement window [%d, %d]: its request id may no longer be remembered",
 				rec.TsEndMs, oldest, newest))
 		default:
-			ok = append(ok, valid{m, rec})
+			ok = append(ok, i)
 		}
 	}
 	if len(ok) > 0 {
-		ids := make([]string, 0, len(ok))
-		seen := map[string]bool{}
-		for _, v := range ok {
-			if !seen[v.rec.AccountID] {
-				seen[v.rec.AccountID] = true
-				ids = append(ids, v.rec.AccountID)
+		var ids []string
+		seen := map[string]struct{}{}
+		for _, i := range ok {
+			if _, dup := seen[recs[i].AccountID]; !dup {
+				seen[recs[i].AccountID] = struct{}{}
+				ids = append(ids, recs[i].AccountID)
 			}
 		}
 		var exist map[string]bool
@@ -395,12 +391,12 @@ func (c *Consumer) prepare(ctx context.Context, msgs []bus.Message) (store.Batch
 			return store.Batch{}, err
 		}
 		kept := ok[:0]
-		for _, v := range ok {
-			if !exist[v.rec.AccountID] {
-				deadLetter(v.msg, fmt.Sprintf("unknown account_id %q", v.rec.AccountID))
+		for _, i := range ok {
+			if !exist[recs[i].AccountID] {
+				deadLetter(fresh[i], fmt.Sprintf("unknown account_id %q", recs[i].AccountID))
 				continue
 			}
-			kept = append(kept, v)
+			kept = append(kept, i)
 		}
 		ok = kept
 	}
@@ -416,8 +412,9 @@ func (c *Consumer) prepare(ctx context.Context, msgs []bus.Message) (store.Batch
 
 	b := store.Batch{Group: c.cfg.Group, Topic: c.cfg.Topic, Offsets: next, Ref: batchRef(c.cfg.Topic, msgs),
 		Usage: make([]store.Usage, len(ok))}
-	for i, v := range ok {
-		b.Usage[i] = store.Usage{RequestID: v.rec.RequestID, AccountID: v.rec.AccountID, LeaseID: v.rec.LeaseID, Cost: v.rec.CostMicrocredits}
+	for j, i := range ok {
+		r := &recs[i]
+		b.Usage[j] = store.Usage{RequestID: r.RequestID, AccountID: r.AccountID, LeaseID: r.LeaseID, Cost: r.CostMicrocredits}
 	}
 	return b, nil
 }

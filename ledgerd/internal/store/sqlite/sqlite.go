@@ -45,7 +45,7 @@ func Open(ctx context.Context, path string, logger *slog.Logger, now func() time
 	closeFn := func() error { return errors.Join(r.Close(), w.Close()) }
 	s, err := sqlstore.New(ctx, sqlstore.Options{
 		Write: w, Read: r, Logger: logger, Now: now,
-		Dialect: sqlstore.Dialect{Name: "sqlite", Positional: true},
+		Dialect: sqlstore.Dialect{Name: "sqlite", Positional: true, ReuseStatements: true},
 	}, closeFn)
 	if err != nil {
 		closeFn()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
 )
@@ -16,12 +17,13 @@ import (
 // 65,535.
 const paramsMax = 30_000
 
-// inListMax bounds the ids of one IN (…) list.
-const inListMax = 5_000
+// inListMax bounds the ids of one IN (…) list (a power of two, which padding keeps).
+const inListMax = 4096
 
 // execRows runs prefix + "(…), (…)" + suffix for rows, in as many statements as the parameter
-// limit needs, and returns the rows affected. casts, when not nil, wraps each column's
-// parameter in CAST(… AS type). Every row must have the same number of columns.
+// limit needs (Dialect.ReuseStatements: in chunks of a few fixed sizes), and returns the rows
+// affected. casts, when not nil, wraps each column's parameter in CAST(… AS type). Every row
+// must have the same number of columns.
 func (s *Store) execRows(ctx context.Context, tx *sql.Tx, prefix string, casts []string, rows [][]any, suffix string) (int64, error) {
 	if len(rows) == 0 {
 		return 0, nil
@@ -29,10 +31,11 @@ func (s *Store) execRows(ctx context.Context, tx *sql.Tx, prefix string, casts [
 	cols := len(rows[0])
 	per := max(paramsMax/cols, 1)
 	var total int64
-	for start := 0; start < len(rows); start += per {
-		part := rows[start:min(start+per, len(rows))]
+	for start := 0; start < len(rows); {
+		part := rows[start : start+s.chunk(len(rows)-start, per)]
+		start += len(part)
 		q, args := valuesList(part, cols, casts, s.d.Positional)
-		res, err := tx.ExecContext(ctx, prefix+q+suffix, args...)
+		res, err := s.exec(ctx, tx, prefix+q+suffix, args...)
 		if err != nil {
 			return total, err
 		}
@@ -43,6 +46,24 @@ func (s *Store) execRows(ctx context.Context, tx *sql.Tx, prefix string, casts [
 		total += n
 	}
 	return total, nil
+}
+
+// reuseRowsMax is the largest chunk of a multi-row statement when statements are reused: a
+// power of two, so a batch of any size needs at most one chunk of each smaller power of two
+// (990 rows: 256·3 + 128 + 64 + 16 + 8 + 4 + 2, nine statements) and a statement kind has at
+// most nine texts to prepare.
+const reuseRowsMax = 256
+
+// chunk is how many of n remaining rows the next multi-row statement carries, given at most
+// per rows fit its parameters: all it can, or with Dialect.ReuseStatements the largest power
+// of two that fits, so the statement texts repeat from batch to batch.
+func (s *Store) chunk(n, per int) int {
+	n = min(n, per)
+	if !s.d.ReuseStatements {
+		return n
+	}
+	n = min(n, reuseRowsMax)
+	return 1 << (bits.Len(uint(n)) - 1)
 }
 
 // valuesList renders "($1, $2), ($3, $4)" (with casts; "(?, ?), (?, ?)" when positional)
@@ -104,10 +125,36 @@ func (s *Store) updateRows(ctx context.Context, tx *sql.Tx, table string, cols, 
 	return nil
 }
 
-// params renders n parameters for an IN list that is a statement's only parameters.
-func (s *Store) params(n int) string {
-	if s.d.Positional {
-		return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+// inList renders the parameters of an IN list that is a statement's only parameters, and
+// its arguments. With Dialect.ReuseStatements the list is padded to a power of two by
+// repeating its last id (which IN ignores), so the statement text repeats from batch to
+// batch. ids must not be empty.
+func (s *Store) inList(ids []string) (string, []any) {
+	n := len(ids)
+	if s.d.ReuseStatements {
+		n = 1 << bits.Len(uint(n-1))
 	}
-	return placeholders(1, n)
+	args := make([]any, n)
+	for i := range args {
+		args[i] = ids[min(i, len(ids)-1)]
+	}
+	if s.d.Positional {
+		return strings.TrimSuffix(strings.Repeat("?, ", n), ", "), args
+	}
+	return placeholders(1, n), args
+}
+
+// eachRow scans each row of rows into dest, calls fn after each, and closes rows.
+func eachRow(rows *sql.Rows, fn func() error, dest ...any) error {
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan: %w", err)
+		}
+		if err := fn(); err != nil {
+			rows.Close()
+			return err
+		}
+	}
+	return rows.Close()
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"tollgate/ledgerd/internal/ledger"
@@ -16,8 +18,10 @@ import (
 // grow with the batch (the round trips to the database are what bound throughput):
 //
 //  1. insert every request id into settled_requests, skipping ids already there, and learn
-//     which ids are new (INSERT … ON CONFLICT DO NOTHING RETURNING; one statement with
-//     arrays on PostgreSQL, multi-row chunks on SQLite);
+//     which ids are new (INSERT … ON CONFLICT DO NOTHING: one statement with arrays and
+//     RETURNING on PostgreSQL; multi-row chunks on SQLite, where a chunk that inserted all
+//     its rows needs no more and otherwise the new rows are those with this batch's journal
+//     transaction ids);
 //  2. lock the accounts with new records (in id order), then the leases those records carry,
 //     then the accounts' open lots; charge each account the sum of its new records with one
 //     usage journal transaction (its id is stored on the settled rows), consuming lots oldest
@@ -30,21 +34,20 @@ import (
 func (s *Store) Settle(ctx context.Context, b store.Batch) (store.SettleResult, error) {
 	var res store.SettleResult
 	// First occurrence of each request id wins; later copies in the batch are duplicates.
-	seen := make(map[string]bool, len(b.Usage))
+	// Each account's usage gets one journal transaction, whose id the settled rows carry.
+	seen := make(map[string]struct{}, len(b.Usage))
 	uniq := make([]store.Usage, 0, len(b.Usage))
+	txIDs := make(map[string]string, 64)
 	for _, u := range b.Usage {
 		if u.Cost < 0 || u.RequestID == "" || u.AccountID == "" {
 			return res, invariant("settle: invalid usage %+v", u)
 		}
-		if seen[u.RequestID] {
+		if _, dup := seen[u.RequestID]; dup {
 			continue
 		}
-		seen[u.RequestID] = true
+		seen[u.RequestID] = struct{}{}
 		uniq = append(uniq, u)
-	}
-	txIDs := map[string]string{}
-	for _, u := range uniq {
-		if txIDs[u.AccountID] == "" {
+		if _, ok := txIDs[u.AccountID]; !ok {
 			txIDs[u.AccountID] = newID("jtx")
 		}
 	}
@@ -55,15 +58,19 @@ func (s *Store) Settle(ctx context.Context, b store.Batch) (store.SettleResult, 
 		if err != nil {
 			return err
 		}
-		per := map[string]*accountUsage{}
-		for _, u := range uniq {
-			if !fresh[u.RequestID] {
+		per := make(map[string]*accountUsage, len(txIDs))
+		var last *accountUsage // records of one account often come in runs (Kafka key)
+		for i, u := range uniq {
+			if !fresh[i] {
 				continue
 			}
-			au := per[u.AccountID]
-			if au == nil {
-				au = &accountUsage{txID: txIDs[u.AccountID], byLease: map[string]int64{}}
-				per[u.AccountID] = au
+			au := last
+			if au == nil || au.id != u.AccountID {
+				if au = per[u.AccountID]; au == nil {
+					au = &accountUsage{id: u.AccountID, txID: txIDs[u.AccountID], byLease: map[string]int64{}}
+					per[u.AccountID] = au
+				}
+				last = au
 			}
 			var ok bool
 			if au.cost, ok = addChecked(au.cost, u.Cost); !ok {
@@ -108,29 +115,17 @@ func (s *Store) Settle(ctx context.Context, b store.Batch) (store.SettleResult, 
 
 // accountUsage is what one batch charges one account.
 type accountUsage struct {
+	id      string
 	txID    string
 	cost    int64
 	n       int
 	byLease map[string]int64
 }
 
-// insertSettled records the request ids and returns those that were not settled before.
-func (s *Store) insertSettled(ctx context.Context, tx *sql.Tx, uniq []store.Usage, txIDs map[string]string, now time.Time) (map[string]bool, error) {
-	fresh := make(map[string]bool, len(uniq))
-	scan := func(rows *sql.Rows) error {
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return fmt.Errorf("scan settled request: %w", err)
-			}
-			fresh[id] = true
-		}
-		if err := rows.Close(); err != nil {
-			return fmt.Errorf("insert settled requests: %w", err)
-		}
-		return nil
-	}
+// insertSettled records the request ids and reports, for each of uniq, whether it was not
+// settled before.
+func (s *Store) insertSettled(ctx context.Context, tx *sql.Tx, uniq []store.Usage, txIDs map[string]string, now time.Time) ([]bool, error) {
+	fresh := make([]bool, len(uniq))
 	if len(uniq) == 0 {
 		return fresh, nil
 	}
@@ -146,30 +141,101 @@ func (s *Store) insertSettled(ctx context.Context, tx *sql.Tx, uniq []store.Usag
 		if err != nil {
 			return nil, fmt.Errorf("insert settled requests: %w", err)
 		}
-		return fresh, scan(rows)
-	}
-	for start := 0; start < len(uniq); start += settleChunk {
-		part := uniq[start:min(start+settleChunk, len(uniq))]
-		rows := make([][]any, len(part))
-		for i, u := range part {
-			rows[i] = []any{u.RequestID, u.AccountID, txIDs[u.AccountID], u.Cost, now.UnixMilli()}
+		inserted := make(map[string]bool, len(uniq))
+		var id string
+		if err := eachRow(rows, func() error { inserted[id] = true; return nil }, &id); err != nil {
+			return nil, fmt.Errorf("insert settled requests: %w", err)
 		}
-		q, args := valuesList(rows, 5, nil, s.d.Positional)
-		rs, err := tx.QueryContext(ctx, `INSERT INTO settled_requests (request_id, account_id, tx_id, cost, settled_ms) VALUES `+q+
-			` ON CONFLICT (request_id) DO NOTHING RETURNING request_id`, args...)
+		for i, u := range uniq {
+			fresh[i] = inserted[u.RequestID]
+		}
+		return fresh, nil
+	}
+	// Multi-row chunks. A chunk that inserts all its rows (the rule: redeliveries are rare)
+	// needs no more; otherwise the ids it inserted are those whose row carries this batch's
+	// journal transaction, whose ids are new.
+	ms := now.UnixMilli()
+	args := make([]any, 0, 5*min(len(uniq), settleChunk))
+	for start := 0; start < len(uniq); {
+		part := uniq[start : start+s.chunk(len(uniq)-start, settleChunk)]
+		args = args[:0]
+		for _, u := range part {
+			args = append(args, u.RequestID, u.AccountID, txIDs[u.AccountID], u.Cost, ms)
+		}
+		res, err := s.exec(ctx, tx, `INSERT INTO settled_requests (request_id, account_id, tx_id, cost, settled_ms) VALUES `+
+			s.rowParams(len(part), 5)+` ON CONFLICT (request_id) DO NOTHING`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("insert settled requests: %w", err)
 		}
-		if err := scan(rs); err != nil {
+		n, err := res.RowsAffected()
+		if err != nil {
+			return nil, fmt.Errorf("insert settled requests: %w", err)
+		}
+		if n == int64(len(part)) {
+			for i := range part {
+				fresh[start+i] = true
+			}
+		} else if err := s.freshSettled(ctx, tx, part, txIDs, fresh[start:start+len(part)]); err != nil {
 			return nil, err
 		}
+		start += len(part)
 	}
 	return fresh, nil
 }
 
-// settleChunk is how many settled_requests rows one multi-row INSERT carries on databases
-// without array parameters (5 parameters each, far below SQLite's limit of 32,766).
-const settleChunk = 500
+// freshSettled sets fresh[i] when part[i]'s settled row carries its account's journal
+// transaction of this batch, that is when this transaction inserted it.
+func (s *Store) freshSettled(ctx context.Context, tx *sql.Tx, part []store.Usage, txIDs map[string]string, fresh []bool) error {
+	ids := make([]string, len(part))
+	for i, u := range part {
+		ids[i] = u.RequestID
+	}
+	q, args := s.inList(ids)
+	rows, err := s.query(ctx, tx, `SELECT request_id, tx_id FROM settled_requests WHERE request_id IN (`+q+`)`, args...)
+	if err != nil {
+		return fmt.Errorf("read settled requests: %w", err)
+	}
+	txOf := make(map[string]string, len(part))
+	var id, txID string
+	if err := eachRow(rows, func() error { txOf[id] = txID; return nil }, &id, &txID); err != nil {
+		return fmt.Errorf("read settled requests: %w", err)
+	}
+	for i, u := range part {
+		fresh[i] = txOf[u.RequestID] == txIDs[u.AccountID]
+	}
+	return nil
+}
+
+// rowParams renders n rows of cols parameters, "(?, ?), (?, ?)" or "($1, $2), ($3, $4)".
+func (s *Store) rowParams(n, cols int) string {
+	var b strings.Builder
+	b.Grow(n * cols * 4)
+	p := 1
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c := range cols {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			if s.d.Positional {
+				b.WriteByte('?')
+			} else {
+				b.WriteByte('$')
+				b.WriteString(strconv.Itoa(p))
+			}
+			p++
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// settleChunk bounds the settled_requests rows of one multi-row INSERT on databases without
+// array parameters (5 parameters each, far below SQLite's limit of 32,766).
+const settleChunk = 512
 
 // settleAccounts charges each account its usage and lowers the reservations of the leases
 // the usage carried, with a fixed number of statements for the whole batch.
@@ -299,8 +365,8 @@ func (s *Store) lockAccounts(ctx context.Context, tx *sql.Tx, ids []string) (map
 	out := make(map[string]store.Account, len(ids))
 	for start := 0; start < len(ids); start += inListMax {
 		part := ids[start:min(start+inListMax, len(ids))]
-		rows, err := tx.QueryContext(ctx, `SELECT `+accountCols+` FROM accounts WHERE id IN (`+s.params(len(part))+`) ORDER BY id`+s.d.ForUpdate,
-			anys(part)...)
+		q, args := s.inList(part)
+		rows, err := s.query(ctx, tx, `SELECT `+accountCols+` FROM accounts WHERE id IN (`+q+`) ORDER BY id`+s.d.ForUpdate, args...)
 		if err != nil {
 			return nil, fmt.Errorf("lock accounts: %w", err)
 		}
@@ -325,9 +391,9 @@ func (s *Store) lockOpenLots(ctx context.Context, tx *sql.Tx, accountIDs []strin
 	out := make(map[string][]ledger.Lot, len(accountIDs))
 	for start := 0; start < len(accountIDs); start += inListMax {
 		part := accountIDs[start:min(start+inListMax, len(accountIDs))]
-		rows, err := tx.QueryContext(ctx, `SELECT account_id, id, microcredits, microusd, remaining FROM lots
-			WHERE account_id IN (`+s.params(len(part))+`) AND remaining > 0 ORDER BY account_id, created_ms, id`+s.d.ForUpdate,
-			anys(part)...)
+		q, args := s.inList(part)
+		rows, err := s.query(ctx, tx, `SELECT account_id, id, microcredits, microusd, remaining FROM lots
+			WHERE account_id IN (`+q+`) AND remaining > 0 ORDER BY account_id, created_ms, id`+s.d.ForUpdate, args...)
 		if err != nil {
 			return nil, fmt.Errorf("lock lots: %w", err)
 		}
@@ -364,8 +430,8 @@ func (s *Store) settleLeases(ctx context.Context, tx *sql.Tx, accountIDs []strin
 	var rows [][]any
 	for start := 0; start < len(leaseIDs); start += inListMax {
 		part := leaseIDs[start:min(start+inListMax, len(leaseIDs))]
-		q, err := tx.QueryContext(ctx, `SELECT `+leaseCols+` FROM leases WHERE id IN (`+s.params(len(part))+`) ORDER BY id`+s.d.ForUpdate,
-			anys(part)...)
+		in, args := s.inList(part)
+		q, err := s.query(ctx, tx, `SELECT `+leaseCols+` FROM leases WHERE id IN (`+in+`) ORDER BY id`+s.d.ForUpdate, args...)
 		if err != nil {
 			return nil, fmt.Errorf("lock leases: %w", err)
 		}
@@ -392,12 +458,17 @@ func (s *Store) settleLeases(ctx context.Context, tx *sql.Tx, accountIDs []strin
 			if err != nil {
 				return nil, err
 			}
+			if nl.State != l.State || nl.Granted != l.Granted || nl.Reported != l.Reported {
+				return nil, invariant("lease %s: settling changed more than settled and the reservation", l.ID)
+			}
 			delta[l.AccountID] += nl.Reservation - l.Reservation
 			l.Lease = nl
 			if err := l.Check(); err != nil {
 				return nil, err
 			}
-			rows = append(rows, []any{l.ID, string(l.State), l.Granted, l.Settled, l.Reported, l.Reservation})
+			// Settling moves only settled and the reservation; leaving the other columns out
+			// of the update spares their indexes (leases_reap, leases_recalled).
+			rows = append(rows, []any{l.ID, l.Settled, l.Reservation})
 		}
 		for _, lid := range part {
 			if !found[lid] {
@@ -405,8 +476,8 @@ func (s *Store) settleLeases(ctx context.Context, tx *sql.Tx, accountIDs []strin
 			}
 		}
 	}
-	if err := s.updateRows(ctx, tx, "leases", []string{"id", "state", "granted", "settled", "reported", "reservation"},
-		[]string{"TEXT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT"}, rows, ""); err != nil {
+	if err := s.updateRows(ctx, tx, "leases", []string{"id", "settled", "reservation"},
+		[]string{"TEXT", "BIGINT", "BIGINT"}, rows, ""); err != nil {
 		return nil, fmt.Errorf("update leases: %w", err)
 	}
 	return delta, nil

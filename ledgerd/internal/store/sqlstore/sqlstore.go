@@ -24,6 +24,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -62,6 +63,13 @@ type Dialect struct {
 	// (PostgreSQL; SQLite does not), so a lease grant or extend is one statement: one round
 	// trip instead of a transaction of five to seven (leases.go).
 	ModifyingCTE bool
+	// ReuseStatements: prepare the generated settlement statements once on the writer
+	// connection and reuse them (SQLite, whose driver parses every unprepared statement
+	// again: a batch's multi-row statements spent a third of settlement's CPU in the
+	// parser). Multi-row statements then come in chunks of a few fixed sizes and IN lists
+	// are padded, so their texts repeat. PostgreSQL's driver caches prepared statements per
+	// connection itself, and there every extra chunk would be a round trip.
+	ReuseStatements bool
 }
 
 // Options configure a Store.
@@ -83,7 +91,18 @@ type Store struct {
 	log     *slog.Logger
 	now     func() time.Time
 	closeFn func() error
+
+	// Prepared writer statements by text (Dialect.ReuseStatements). A statement a
+	// transaction runs unprepared is noted in wanted and prepared after the transaction,
+	// when the writer connection is free (SQLite has exactly one).
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt
+	wanted map[string]bool
 }
+
+// stmtsMax bounds the prepared statements kept; statements past it run unprepared. The
+// generated texts number about a hundred (reuseRowsMax, inListMax).
+const stmtsMax = 512
 
 var _ store.Store = (*Store)(nil)
 
@@ -102,14 +121,94 @@ func New(ctx context.Context, o Options, closeFn func() error) (*Store, error) {
 	return s, nil
 }
 
-// Close closes the connection pools. Idempotent.
+// Close closes the prepared statements and the connection pools. Idempotent.
 func (s *Store) Close() error {
 	if s.closeFn == nil {
 		return nil
 	}
 	f := s.closeFn
 	s.closeFn = nil
-	return f()
+	s.stmtMu.Lock()
+	var errs []error
+	for q, st := range s.stmts {
+		errs = append(errs, st.Close())
+		delete(s.stmts, q)
+	}
+	s.stmtMu.Unlock()
+	return errors.Join(append(errs, f())...)
+}
+
+// stmt returns tx's handle on the prepared statement of query, or nil when query is not
+// prepared yet (it is then noted, to be prepared after the transaction) or statements are
+// not reused.
+func (s *Store) stmt(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt {
+	if !s.d.ReuseStatements {
+		return nil
+	}
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	st := s.stmts[query]
+	if st == nil {
+		if len(s.stmts)+len(s.wanted) < stmtsMax {
+			if s.wanted == nil {
+				s.wanted = map[string]bool{}
+			}
+			s.wanted[query] = true
+		}
+		return nil
+	}
+	return tx.StmtContext(ctx, st)
+}
+
+// exec runs query in tx, prepared if it was prepared before.
+func (s *Store) exec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	if st := s.stmt(ctx, tx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return tx.ExecContext(ctx, query, args...)
+}
+
+// query runs query in tx, prepared if it was prepared before.
+func (s *Store) query(ctx context.Context, tx *sql.Tx, query string, args ...any) (*sql.Rows, error) {
+	if st := s.stmt(ctx, tx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return tx.QueryContext(ctx, query, args...)
+}
+
+// prepareWanted prepares the statements transactions ran unprepared. It runs outside any
+// transaction (on SQLite the only writer connection must be free) and without holding
+// stmtMu while it prepares, since a transaction holding the connection may need stmtMu. A
+// statement that does not prepare stays unprepared: it ran, so it is valid SQL, and a
+// broken connection shows in the next transaction.
+func (s *Store) prepareWanted(ctx context.Context) {
+	s.stmtMu.Lock()
+	queries := make([]string, 0, len(s.wanted))
+	for q := range s.wanted {
+		queries = append(queries, q)
+	}
+	clear(s.wanted)
+	s.stmtMu.Unlock()
+	for _, q := range queries {
+		st, err := s.w.PrepareContext(ctx, q)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("prepare_statement_failed", "error", err)
+			}
+			continue
+		}
+		s.stmtMu.Lock()
+		if s.stmts == nil {
+			s.stmts = map[string]*sql.Stmt{}
+		}
+		if s.stmts[q] == nil {
+			s.stmts[q], st = st, nil
+		}
+		s.stmtMu.Unlock()
+		if st != nil {
+			st.Close() // another transaction prepared it meanwhile
+		}
+	}
 }
 
 // Ping checks the database answers.
@@ -186,6 +285,9 @@ func migrationNames() ([]string, error) {
 var errRetry = errors.New("retry transaction")
 
 func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if s.d.ReuseStatements {
+		defer s.prepareWanted(ctx)
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)

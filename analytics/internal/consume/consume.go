@@ -158,10 +158,13 @@ func (c *Consumer) StoreBatch(ctx context.Context, msgs []bus.Message) (Result, 
 		if err != nil {
 			return err
 		}
-		fresh := make([]usage.Record, 0, len(b.Records)-len(existing))
-		for _, r := range b.Records {
-			if _, ok := existing[r.RequestID]; !ok {
-				fresh = append(fresh, r)
+		fresh := b.Records // the usual case: a batch of new records, not copied
+		if len(existing) > 0 {
+			fresh = make([]usage.Record, 0, len(b.Records)-len(existing))
+			for i := range b.Records {
+				if _, ok := existing[b.Records[i].RequestID]; !ok {
+					fresh = append(fresh, b.Records[i])
+				}
 			}
 		}
 		if len(fresh) > 0 {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -164,7 +165,10 @@ const InsertColumns = `ts, ts_start_ms, ts_end_ms, ttfb_ms, request_id, v, edge_
 	cache_read_tokens, thinking_tokens, web_search_requests, estimated, cost_microcredits,
 	upstream_cost_microusd, price_version, upstream_key_id, upstream_request_id`
 
-// Insert writes recs as one batch over the native protocol.
+// Insert writes recs as one batch over the native protocol. The batch is filled a column at
+// a time, each from one typed slice: batch.Append(row...) boxes a row's 30 values in
+// interfaces and type-switches on each, which cost more CPU than decoding the record
+// (BenchmarkConsumeToClickHouse in analytics/internal/consume).
 func (s *Store) Insert(ctx context.Context, recs []usage.Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -174,19 +178,20 @@ func (s *Store) Insert(ctx context.Context, recs []usage.Record) error {
 		return fmt.Errorf("prepare insert: %w", err)
 	}
 	defer batch.Close()
-	for i := range recs {
-		r := &recs[i]
-		u := r.Usage
-		if err := batch.Append(
-			time.Unix(TsSeconds(r.TsEndMs), 0).UTC(), r.TsStartMs, r.TsEndMs, r.TtfbMs,
-			r.RequestID, uint32(r.V), r.EdgeID, r.Seq,
-			r.AccountID, r.KeyID, r.LeaseID, r.Model, r.ModelRequested,
-			int32(r.Status), boolU8(r.Stream), r.StopReason, r.ErrorType,
-			u.Input, u.Output, u.CacheWrite5m, u.CacheWrite1h, u.CacheRead, u.Thinking,
-			u.WebSearchRequests, boolU8(r.Estimated), r.CostMicrocredits,
-			r.UpstreamCostMicroUSD, r.PriceVersion, r.UpstreamKeyID, r.UpstreamRequestID,
-		); err != nil {
-			return fmt.Errorf("append row %s: %w", r.RequestID, err)
+	// The server's header names the columns; they are filled by name, so the order of
+	// InsertColumns does not matter. A column it names that insertColumn does not know, or one
+	// left short, would send a broken block: both are refused here.
+	var scratch columnScratch
+	for i, col := range batch.Columns() {
+		v, err := scratch.column(col.Name(), recs)
+		if err != nil {
+			return err
+		}
+		if err := batch.Column(i).Append(v); err != nil {
+			return fmt.Errorf("append column %s: %w", col.Name(), err)
+		}
+		if col.Rows() != len(recs) {
+			return fmt.Errorf("append column %s: %d rows, want %d", col.Name(), col.Rows(), len(recs))
 		}
 	}
 	if err := batch.Send(); err != nil {
@@ -195,10 +200,106 @@ func (s *Store) Insert(ctx context.Context, recs []usage.Record) error {
 	return nil
 }
 
+// columnScratch holds one slice of each Go type the insert columns take, reused from column to
+// column: clickhouse-go copies an appended slice into the column's own buffer.
+type columnScratch struct {
+	str []string
+	i64 []int64
+	u8  []uint8
+}
+
+// column returns the values of the named column of InsertColumns for recs, as the slice type
+// clickhouse-go's column of that ClickHouse type appends. The result is valid until the next
+// call.
+func (c *columnScratch) column(name string, recs []usage.Record) (any, error) {
+	switch name {
+	case "ts":
+		// DateTime takes int64 as Unix seconds.
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return TsSeconds(r.TsEndMs) }), nil
+	case "ts_start_ms":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.TsStartMs }), nil
+	case "ts_end_ms":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.TsEndMs }), nil
+	case "ttfb_ms":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.TtfbMs }), nil
+	case "request_id":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.RequestID }), nil
+	case "v":
+		return fill(new([]uint32), recs, func(r *usage.Record) uint32 { return uint32(r.V) }), nil
+	case "edge_id":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.EdgeID }), nil
+	case "seq":
+		return fill(new([]uint64), recs, func(r *usage.Record) uint64 { return r.Seq }), nil
+	case "account_id":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.AccountID }), nil
+	case "key_id":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.KeyID }), nil
+	case "lease_id":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.LeaseID }), nil
+	case "model":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.Model }), nil
+	case "model_requested":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.ModelRequested }), nil
+	case "status":
+		return fill(new([]int32), recs, func(r *usage.Record) int32 { return int32(r.Status) }), nil
+	case "stream":
+		return fill(&c.u8, recs, func(r *usage.Record) uint8 { return boolU8(r.Stream) }), nil
+	case "stop_reason":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.StopReason }), nil
+	case "error_type":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.ErrorType }), nil
+	case "input_tokens":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.Input }), nil
+	case "output_tokens":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.Output }), nil
+	case "cache_write_5m_tokens":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.CacheWrite5m }), nil
+	case "cache_write_1h_tokens":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.CacheWrite1h }), nil
+	case "cache_read_tokens":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.CacheRead }), nil
+	case "thinking_tokens":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.Thinking }), nil
+	case "web_search_requests":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.WebSearchRequests }), nil
+	case "estimated":
+		return fill(&c.u8, recs, func(r *usage.Record) uint8 { return boolU8(r.Estimated) }), nil
+	case "cost_microcredits":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.CostMicrocredits }), nil
+	case "upstream_cost_microusd":
+		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.UpstreamCostMicroUSD }), nil
+	case "price_version":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.PriceVersion }), nil
+	case "upstream_key_id":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.UpstreamKeyID }), nil
+	case "upstream_request_id":
+		return fill(&c.str, recs, func(r *usage.Record) string { return r.UpstreamRequestID }), nil
+	}
+	return nil, fmt.Errorf("insert: no values for column %q of the server's insert header", name)
+}
+
+// fill sets *buf to value(r) for each of recs, reusing its array, and returns it.
+func fill[T any](buf *[]T, recs []usage.Record, value func(*usage.Record) T) []T {
+	if cap(*buf) < len(recs) {
+		*buf = make([]T, len(recs))
+	}
+	s := (*buf)[:len(recs)]
+	for i := range recs {
+		s[i] = value(&recs[i])
+	}
+	*buf = s
+	return s
+}
+
 // Existing asks which request ids of recs are stored. A redelivered record is byte-identical
 // to the stored one, so its row has the same ts; each query is narrowed to the ts range of its
 // records, which lets ClickHouse skip the partitions and parts outside it (request_id alone
 // has no index). Records are sorted by time first so each chunk's range is tight.
+//
+// The ids are written into the query by appendQuoted, not bound as a []string argument:
+// clickhouse-go formats each element of a bound slice through reflection, a string replacer
+// and fmt, which cost more than the rest of the check. The query then has no arguments, so
+// clickhouse-go leaves it untouched (it would otherwise look for placeholders in the ids).
 func (s *Store) Existing(ctx context.Context, recs []usage.Record) (map[string]struct{}, error) {
 	found := make(map[string]struct{})
 	if len(recs) == 0 {
@@ -210,9 +311,7 @@ func (s *Store) Existing(ctx context.Context, recs []usage.Record) (map[string]s
 	}
 	slices.SortFunc(byTime, func(a, b *usage.Record) int { return cmp.Compare(a.TsEndMs, b.TsEndMs) })
 
-	q := "SELECT request_id FROM " + s.db + ".requests" +
-		" WHERE ts >= toDateTime(?) AND ts <= toDateTime(?)" +
-		" AND request_id IN (SELECT arrayJoin(?))"
+	var q []byte
 	for start := 0; start < len(byTime); {
 		end, size := start, 0
 		for end < len(byTime) && (end == start || size+len(byTime[end].RequestID)+4 <= s.cfg.IDQueryBytesMax) {
@@ -220,17 +319,48 @@ func (s *Store) Existing(ctx context.Context, recs []usage.Record) (map[string]s
 			end++
 		}
 		chunk := byTime[start:end]
-		ids := make([]string, len(chunk))
+		q = append(q[:0], "SELECT request_id FROM "...)
+		q = append(q, s.db...)
+		q = append(q, ".requests WHERE ts >= toDateTime("...)
+		q = strconv.AppendInt(q, TsSeconds(chunk[0].TsEndMs), 10)
+		q = append(q, ") AND ts <= toDateTime("...)
+		q = strconv.AppendInt(q, TsSeconds(chunk[len(chunk)-1].TsEndMs), 10)
+		q = append(q, ") AND request_id IN (SELECT arrayJoin(["...)
 		for i, r := range chunk {
-			ids[i] = r.RequestID
+			if i > 0 {
+				q = append(q, ", "...)
+			}
+			q = appendQuoted(q, r.RequestID)
 		}
-		lo, hi := TsSeconds(chunk[0].TsEndMs), TsSeconds(chunk[len(chunk)-1].TsEndMs)
-		if err := s.collectIDs(ctx, found, q, lo, hi, ids); err != nil {
+		q = append(q, "]))"...)
+		if err := s.collectIDs(ctx, found, string(q)); err != nil {
 			return nil, err
 		}
 		start = end
 	}
 	return found, nil
+}
+
+// appendQuoted appends v as a ClickHouse string literal, escaped as clickhouse-go escapes a
+// bound string: backslash, quote and NUL get a backslash. Any other byte, UTF-8 included,
+// stands for itself inside quotes.
+func appendQuoted(dst []byte, v string) []byte {
+	dst = append(dst, '\'')
+	if !strings.ContainsAny(v, "\\'\x00") {
+		dst = append(dst, v...)
+		return append(dst, '\'')
+	}
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; c {
+		case '\\', '\'':
+			dst = append(dst, '\\', c)
+		case 0:
+			dst = append(dst, '\\', '0')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '\'')
 }
 
 func (s *Store) collectIDs(ctx context.Context, into map[string]struct{}, q string, args ...any) error {

@@ -67,7 +67,10 @@ func TestOffsets(t *testing.T) {
 	require.Error(t, s.SaveOffsets(ctx, "analytics", "usage.v1", map[int]int64{0: -1}))
 }
 
-// TestRoundTripEveryField stores one record with every field set and reads each column back.
+// TestRoundTripEveryField stores records with every field set, one with edge values and 500
+// random ones, in one insert, and reads each column of each row back: Insert fills the batch a
+// column at a time, so a column filled from the wrong field, or out of step with the others,
+// shows as a row that differs from its record.
 func TestRoundTripEveryField(t *testing.T) {
 	s, dsn := storetest.Open(t)
 	ctx := ctxT(t)
@@ -82,7 +85,8 @@ func TestRoundTripEveryField(t *testing.T) {
 		Estimated: true, CostMicrocredits: 9_223_372_036_854_775_807, UpstreamCostMicroUSD: 123456,
 		PriceVersion: "v7", UpstreamKeyID: "up-1", UpstreamRequestID: "req_abc'\\\"",
 	}
-	require.NoError(t, s.Insert(ctx, []usage.Record{r}))
+	want := append([]usage.Record{r}, storetest.Records(3, 500, time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC))...)
+	require.NoError(t, s.Insert(ctx, want))
 
 	var got []struct {
 		Ts                   time.Time `ch:"ts"`
@@ -117,23 +121,28 @@ func TestRoundTripEveryField(t *testing.T) {
 		UpstreamRequestID    string    `ch:"upstream_request_id"`
 	}
 	require.NoError(t, storetest.Conn(t, dsn).Select(ctx, &got, "SELECT "+chstore.InsertColumns+" FROM "+s.Database()+".requests"))
-	require.Len(t, got, 1)
-	g := got[0]
-	back := usage.Record{
-		V: int(g.V), RequestID: g.RequestID, EdgeID: g.EdgeID, Seq: g.Seq,
-		AccountID: g.AccountID, KeyID: g.KeyID, LeaseID: g.LeaseID,
-		Model: g.Model, ModelRequested: g.ModelRequested,
-		TsStartMs: g.TsStartMs, TsEndMs: g.TsEndMs, TtfbMs: g.TtfbMs,
-		Status: int(g.Status), Stream: g.Stream == 1, StopReason: g.StopReason, ErrorType: g.ErrorType,
-		Usage: usage.Tokens{Input: g.Input, Output: g.Output, CacheWrite5m: g.CacheWrite5m,
-			CacheWrite1h: g.CacheWrite1h, CacheRead: g.CacheRead, Thinking: g.Thinking,
-			WebSearchRequests: g.WebSearchRequests},
-		Estimated: g.Estimated == 1, CostMicrocredits: g.CostMicrocredits,
-		UpstreamCostMicroUSD: g.UpstreamCostMicroUSD, PriceVersion: g.PriceVersion,
-		UpstreamKeyID: g.UpstreamKeyID, UpstreamRequestID: g.UpstreamRequestID,
+	require.Len(t, got, len(want))
+	byID := map[string]usage.Record{}
+	for _, g := range got {
+		back := usage.Record{
+			V: int(g.V), RequestID: g.RequestID, EdgeID: g.EdgeID, Seq: g.Seq,
+			AccountID: g.AccountID, KeyID: g.KeyID, LeaseID: g.LeaseID,
+			Model: g.Model, ModelRequested: g.ModelRequested,
+			TsStartMs: g.TsStartMs, TsEndMs: g.TsEndMs, TtfbMs: g.TtfbMs,
+			Status: int(g.Status), Stream: g.Stream == 1, StopReason: g.StopReason, ErrorType: g.ErrorType,
+			Usage: usage.Tokens{Input: g.Input, Output: g.Output, CacheWrite5m: g.CacheWrite5m,
+				CacheWrite1h: g.CacheWrite1h, CacheRead: g.CacheRead, Thinking: g.Thinking,
+				WebSearchRequests: g.WebSearchRequests},
+			Estimated: g.Estimated == 1, CostMicrocredits: g.CostMicrocredits,
+			UpstreamCostMicroUSD: g.UpstreamCostMicroUSD, PriceVersion: g.PriceVersion,
+			UpstreamKeyID: g.UpstreamKeyID, UpstreamRequestID: g.UpstreamRequestID,
+		}
+		require.Equal(t, g.TsEndMs/1000, g.Ts.Unix(), "ts of %s is ts_end_ms in whole seconds", g.RequestID)
+		byID[g.RequestID] = back
 	}
-	require.Equal(t, r, back)
-	require.Equal(t, int64(1763800004), g.Ts.Unix(), "ts is ts_end_ms in whole seconds")
+	for _, w := range want {
+		require.Equal(t, w, byID[w.RequestID])
+	}
 }
 
 func TestExistingAndReports(t *testing.T) {
@@ -203,6 +212,27 @@ func TestExistingAndReports(t *testing.T) {
 }
 
 // TestRangeBoundaries: [from, to) on ts_end_ms, to the millisecond.
+// TestExistingQuotesIDs: Existing writes the ids into its query itself, so ids with the bytes
+// a string literal escapes (quote, backslash, NUL), a placeholder character and non-ASCII text
+// must come back exactly, and ids that differ from stored ones only in an escape must not.
+func TestExistingQuotesIDs(t *testing.T) {
+	s, _ := storetest.Open(t)
+	ctx := ctxT(t)
+	recs := storetest.Records(4, 14, time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC))
+	for i, id := range []string{`a'b`, `a\b`, "a\x00b", `a?b`, `a\'b`, `'`, `\`, "ü€𝄞", `a\0b`, `a\\b`, `?`, "a'); DROP TABLE requests; --", `x`, `a\nb`} {
+		recs[i].RequestID = id
+	}
+	stored := recs[:7]
+	require.NoError(t, s.Insert(ctx, stored))
+	got, err := s.Existing(ctx, recs)
+	require.NoError(t, err)
+	want := map[string]struct{}{}
+	for _, r := range stored {
+		want[r.RequestID] = struct{}{}
+	}
+	require.Equal(t, want, got)
+}
+
 func TestRangeBoundaries(t *testing.T) {
 	s, _ := storetest.Open(t)
 	ctx := ctxT(t)

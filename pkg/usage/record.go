@@ -147,36 +147,68 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
-// Decode parses a record. Unknown fields are ignored; the result is validated.
-//
-// After gjson has checked the bytes are JSON, a record as the edge writes it (keys and
-// strings without escapes, integers of at most 15 digits, booleans, null) is read in one
-// pass over the bytes, its strings sharing one copy of them (decodeFast). Anything
-// else — escapes, fractions, exponents, wrong types — is decoded by gjson's ForEach
-// (decodeGJSON), so both give the same record and the same errors.
+// Decode parses a record. Unknown fields are ignored; the result is validated. It walks the
+// JSON once (gjson's ForEach) rather than looking each field up from the start, which made
+// decoding the consumers' biggest CPU cost.
 func Decode(b []byte) (Record, error) {
 	if !gjson.ValidBytes(b) {
 		return Record{}, fmt.Errorf("%w: not valid JSON", ErrInvalid)
 	}
-	if r, ok := decodeFast(b); ok {
-		return r, r.Validate()
-	}
-	return decodeGJSON(b)
-}
-
-// decodeGJSON decodes valid JSON with gjson, walking it once (ForEach) rather than looking
-// each field up from the start.
-func decodeGJSON(b []byte) (Record, error) {
 	res := gjson.ParseBytes(b)
 	if !res.IsObject() {
 		return Record{}, fmt.Errorf("%w: not a JSON object", ErrInvalid)
 	}
 	var d decoder
 	var r Record
-	g := &gjsonValue{d: &d}
 	res.ForEach(func(k, v gjson.Result) bool {
-		g.v = v
-		r.set(k.Str, g)
+		switch k.Str {
+		case "v":
+			r.V = int(d.num(v, "v"))
+		case "request_id":
+			r.RequestID = d.str(v, "request_id")
+		case "edge_id":
+			r.EdgeID = d.str(v, "edge_id")
+		case "seq":
+			r.Seq = uint64(d.num(v, "seq"))
+		case "account_id":
+			r.AccountID = d.str(v, "account_id")
+		case "key_id":
+			r.KeyID = d.str(v, "key_id")
+		case "lease_id":
+			r.LeaseID = d.str(v, "lease_id")
+		case "model":
+			r.Model = d.str(v, "model")
+		case "model_requested":
+			r.ModelRequested = d.str(v, "model_requested")
+		case "ts_start_ms":
+			r.TsStartMs = d.num(v, "ts_start_ms")
+		case "ts_end_ms":
+			r.TsEndMs = d.num(v, "ts_end_ms")
+		case "ttfb_ms":
+			r.TtfbMs = d.num(v, "ttfb_ms")
+		case "status":
+			r.Status = int(d.num(v, "status"))
+		case "stream":
+			r.Stream = d.boolean(v, "stream")
+		case "stop_reason":
+			r.StopReason = d.str(v, "stop_reason")
+		case "error_type":
+			r.ErrorType = d.str(v, "error_type")
+		case "usage":
+			r.Usage = d.tokens(v)
+		case "estimated":
+			r.Estimated = d.boolean(v, "estimated")
+		case "cost_microcredits":
+			r.CostMicrocredits = d.num(v, "cost_microcredits")
+		case "upstream_cost_microusd":
+			r.UpstreamCostMicroUSD = d.num(v, "upstream_cost_microusd")
+		case "price_version":
+			r.PriceVersion = d.str(v, "price_version")
+		case "upstream_key_id":
+			r.UpstreamKeyID = d.str(v, "upstream_key_id")
+		case "upstream_request_id":
+			r.UpstreamRequestID = d.str(v, "upstream_request_id")
+		}
 		return true
 	})
 	if len(d.errs) > 0 {
@@ -184,111 +216,6 @@ func decodeGJSON(b []byte) (Record, error) {
 	}
 	return r, r.Validate()
 }
-
-// value reads one field's value for Record.set and Tokens.set; ok false means the reader
-// cannot (decodeFast then gives up). name is the field's path, for error messages.
-type value interface {
-	str(name string) (string, bool)
-	num(name string) (int64, bool)
-	boolean(name string) (bool, bool)
-	tokens() (Tokens, bool)
-	skip()
-}
-
-// set reads key's value into r; unknown keys are skipped.
-func (r *Record) set(key string, v value) bool {
-	var ok bool
-	var n int64
-	switch key {
-	case "request_id":
-		r.RequestID, ok = v.str(key)
-	case "edge_id":
-		r.EdgeID, ok = v.str(key)
-	case "account_id":
-		r.AccountID, ok = v.str(key)
-	case "key_id":
-		r.KeyID, ok = v.str(key)
-	case "lease_id":
-		r.LeaseID, ok = v.str(key)
-	case "model":
-		r.Model, ok = v.str(key)
-	case "model_requested":
-		r.ModelRequested, ok = v.str(key)
-	case "stop_reason":
-		r.StopReason, ok = v.str(key)
-	case "error_type":
-		r.ErrorType, ok = v.str(key)
-	case "price_version":
-		r.PriceVersion, ok = v.str(key)
-	case "upstream_key_id":
-		r.UpstreamKeyID, ok = v.str(key)
-	case "upstream_request_id":
-		r.UpstreamRequestID, ok = v.str(key)
-	case "ts_start_ms":
-		r.TsStartMs, ok = v.num(key)
-	case "ts_end_ms":
-		r.TsEndMs, ok = v.num(key)
-	case "ttfb_ms":
-		r.TtfbMs, ok = v.num(key)
-	case "cost_microcredits":
-		r.CostMicrocredits, ok = v.num(key)
-	case "upstream_cost_microusd":
-		r.UpstreamCostMicroUSD, ok = v.num(key)
-	case "v":
-		n, ok = v.num(key)
-		r.V = int(n)
-	case "seq":
-		n, ok = v.num(key)
-		r.Seq = uint64(n)
-	case "status":
-		n, ok = v.num(key)
-		r.Status = int(n)
-	case "stream":
-		r.Stream, ok = v.boolean(key)
-	case "estimated":
-		r.Estimated, ok = v.boolean(key)
-	case "usage":
-		r.Usage, ok = v.tokens()
-	default:
-		v.skip()
-		ok = true
-	}
-	return ok
-}
-
-// tokenKeys are the JSON names of the fields of Tokens, in the order of Tokens.counts.
-var tokenKeys = [...]string{"input", "output", "cache_write_5m", "cache_write_1h", "cache_read", "thinking", "web_search_requests"}
-
-func (t *Tokens) counts() [len(tokenKeys)]*int64 {
-	return [...]*int64{&t.Input, &t.Output, &t.CacheWrite5m, &t.CacheWrite1h, &t.CacheRead, &t.Thinking, &t.WebSearchRequests}
-}
-
-// set reads key's value into t; unknown keys are skipped.
-func (t *Tokens) set(key string, v value) bool {
-	for i, k := range tokenKeys {
-		if k == key {
-			var ok bool
-			*t.counts()[i], ok = v.num(key)
-			return ok
-		}
-	}
-	v.skip()
-	return true
-}
-
-// gjsonValue reads a gjson value, noting type errors in d under prefix+name; it never
-// gives up.
-type gjsonValue struct {
-	v      gjson.Result
-	d      *decoder
-	prefix string
-}
-
-func (g *gjsonValue) str(name string) (string, bool)   { return g.d.str(g.v, g.prefix+name), true }
-func (g *gjsonValue) num(name string) (int64, bool)    { return g.d.num(g.v, g.prefix+name), true }
-func (g *gjsonValue) boolean(name string) (bool, bool) { return g.d.boolean(g.v, g.prefix+name), true }
-func (g *gjsonValue) tokens() (Tokens, bool)           { return g.d.tokens(g.v), true }
-func (g *gjsonValue) skip()                            {}
 
 // decoder collects type errors while a record is decoded. As in encoding/json, the last of
 // duplicate keys wins.
@@ -334,214 +261,26 @@ func (d *decoder) tokens(u gjson.Result) Tokens {
 		d.errs = append(d.errs, errors.New("usage: not an object"))
 		return t
 	}
-	g := &gjsonValue{d: d, prefix: "usage."}
 	u.ForEach(func(k, v gjson.Result) bool {
-		g.v = v
-		t.set(k.Str, g)
+		switch k.Str {
+		case "input":
+			t.Input = d.num(v, "usage.input")
+		case "output":
+			t.Output = d.num(v, "usage.output")
+		case "cache_write_5m":
+			t.CacheWrite5m = d.num(v, "usage.cache_write_5m")
+		case "cache_write_1h":
+			t.CacheWrite1h = d.num(v, "usage.cache_write_1h")
+		case "cache_read":
+			t.CacheRead = d.num(v, "usage.cache_read")
+		case "thinking":
+			t.Thinking = d.num(v, "usage.thinking")
+		case "web_search_requests":
+			t.WebSearchRequests = d.num(v, "usage.web_search_requests")
+		}
 		return true
 	})
 	return t
-}
-
-// scanner reads JSON that gjson.ValidBytes accepted, so it checks only what decodeFast
-// handles itself; whatever it does not handle makes decodeFast give up.
-type scanner struct {
-	b   []byte
-	src string // copy of b, which the record's strings share
-	i   int
-}
-
-func (s *scanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
-
-// plainString reads a string without escapes at s.i (its opening quote) and returns where
-// its contents start and end.
-func (s *scanner) plainString() (start, end int, ok bool) {
-	start = s.i + 1
-	for j := start; j < len(s.b); j++ {
-		switch s.b[j] {
-		case '"':
-			s.i = j + 1
-			return start, j, true
-		case '\\':
-			return 0, 0, false
-		}
-	}
-	return 0, 0, false
-}
-
-// skip passes the value at s.i, whatever it is.
-func (s *scanner) skip() {
-	depth := 0
-	for s.i < len(s.b) {
-		switch c := s.b[s.i]; c {
-		case '"':
-			s.i++
-			for s.i < len(s.b) && s.b[s.i] != '"' {
-				if s.b[s.i] == '\\' {
-					s.i++
-				}
-				s.i++
-			}
-			s.i++
-		case '{', '[':
-			depth++
-			s.i++
-			continue
-		case '}', ']':
-			if depth == 0 {
-				return
-			}
-			depth--
-			s.i++
-		case ',':
-			if depth == 0 {
-				return
-			}
-			s.i++
-			continue
-		default:
-			s.i++
-			continue
-		}
-		if depth == 0 {
-			return
-		}
-	}
-}
-
-// str reads a string field: a string without escapes that is valid UTF-8, or null.
-func (s *scanner) str(string) (string, bool) {
-	if s.i < len(s.b) && s.b[s.i] == 'n' {
-		s.i += len("null")
-		return "", true
-	}
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return "", false
-	}
-	start, end, ok := s.plainString()
-	if !ok || !utf8.Valid(s.b[start:end]) {
-		return "", false
-	}
-	return s.src[start:end], true
-}
-
-// num reads an integer field: at most 15 digits (exact as a float64, so gjson would accept
-// it as it is) with an optional minus, or null.
-func (s *scanner) num(string) (int64, bool) {
-	if s.i < len(s.b) && s.b[s.i] == 'n' {
-		s.i += len("null")
-		return 0, true
-	}
-	neg := s.i < len(s.b) && s.b[s.i] == '-'
-	if neg {
-		s.i++
-	}
-	start := s.i
-	var n int64
-	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
-		n = n*10 + int64(s.b[s.i]-'0')
-		s.i++
-	}
-	digits := s.i - start
-	if digits == 0 || digits > 15 {
-		return 0, false
-	}
-	if s.i < len(s.b) {
-		switch s.b[s.i] {
-		case '.', 'e', 'E':
-			return 0, false
-		}
-	}
-	if neg {
-		n = -n
-	}
-	return n, true
-}
-
-// boolean reads a bool field: true, false or null.
-func (s *scanner) boolean(string) (bool, bool) {
-	if s.i >= len(s.b) {
-		return false, false
-	}
-	switch s.b[s.i] {
-	case 't':
-		s.i += len("true")
-		return true, true
-	case 'f':
-		s.i += len("false")
-		return false, true
-	case 'n':
-		s.i += len("null")
-		return false, true
-	}
-	return false, false
-}
-
-// object calls field for each key of the object at s.i, which must read the key's value.
-func (s *scanner) object(field func(key string) bool) bool {
-	s.ws()
-	if s.i >= len(s.b) || s.b[s.i] != '{' {
-		return false
-	}
-	s.i++
-	for {
-		s.ws()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case '}':
-			s.i++
-			return true
-		case ',':
-			s.i++
-			continue
-		}
-		if s.b[s.i] != '"' {
-			return false
-		}
-		start, end, ok := s.plainString()
-		if !ok {
-			return false
-		}
-		key := s.src[start:end]
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return false
-		}
-		s.i++
-		s.ws()
-		if !field(key) {
-			return false
-		}
-	}
-}
-
-// decodeFast decodes a record without escapes, fractions or wrong types (see Decode); ok is
-// false for anything else. b must be valid JSON.
-func decodeFast(b []byte) (r Record, ok bool) {
-	s := &scanner{b: b, src: string(b)}
-	ok = s.object(func(key string) bool { return r.set(key, s) })
-	return r, ok
-}
-
-// tokens reads the usage object, or null.
-func (s *scanner) tokens() (t Tokens, ok bool) {
-	if s.i < len(s.b) && s.b[s.i] == 'n' {
-		s.i += len("null")
-		return t, true
-	}
-	ok = s.object(func(key string) bool { return t.set(key, s) })
-	return t, ok
 }
 
 func appendStr(dst []byte, name, v string) []byte {

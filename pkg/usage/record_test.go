@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"github.com/tidwall/gjson"
 
 	"tollgate/pkg/usage"
 )
@@ -123,58 +122,4 @@ func BenchmarkDecode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// Decode's fast path (records as the edge writes them) gives exactly what the general gjson
-// decoder gives, record and error, for any valid JSON.
-func FuzzDecodeMatchesGJSON(f *testing.F) {
-	r := sample()
-	f.Add(r.AppendJSON(nil))
-	r.Model = "a\"b\\c\u0001é\xff"
-	f.Add(r.AppendJSON(nil))
-	for _, s := range []string{
-		`{"v":1,"request_id":"r","account_id":"a","cost_microcredits":-0}`,
-		`{"v":1,"request_id":null,"account_id":"a","usage":null,"stream":null,"seq":null}`,
-		` { "v" : 1 , "request_id" : "r" , "account_id" : "a" , "x" : {"y":[1,"}",{"z":"\""}]}, "usage" : { "input" : 5 , "q" : [] } } `,
-		`{"v":1,"request_id":"r","account_id":"a","cost_microcredits":1e3}`,
-		`{"v":1,"request_id":"r","account_id":"a","cost_microcredits":1.5}`,
-		`{"v":1,"request_id":"r","account_id":"a","cost_microcredits":123456789012345678}`,
-		`{"v":1,"request_id":"r","account_id":"a","seq":-1,"status":"200"}`,
-		`{"v":1,"request_id":"r","account_id":"a","usage":{"input":-3}}`,
-		`{"v":1,"requ\u0065st_id":"r","account_id":"a","lease_id":"l\u00e9"}`,
-		`{"v":2,"v":1,"request_id":"r","request_id":"s","account_id":"a","stream":true,"estimated":false}`,
-		`{"v":1,"request_id":"r","account_id":"a","usage":[1]}`,
-		`[1,2]`, `"x"`, `{}`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if !gjson.ValidBytes(b) {
-			return
-		}
-		got, gotErr := usage.Decode(b)
-		want, wantErr := usage.DecodeGJSON(b)
-		require.Equal(t, want, got, "%s", b)
-		if wantErr == nil {
-			require.NoError(t, gotErr, "%s", b)
-		} else {
-			require.EqualError(t, gotErr, wantErr.Error(), "%s", b)
-		}
-	})
-}
-
-// Records as the edge writes them take Decode's fast path (FuzzDecodeMatchesGJSON checks it
-// agrees with gjson); escapes and fractions do not.
-func TestDecodeFastPath(t *testing.T) {
-	r := sample()
-	require.True(t, usage.DecodesFast(r.AppendJSON(nil)))
-	// Unknown fields may hold anything, escapes included.
-	in := []byte(` {"v":1,"request_id":"r","edge_id":null,"usage":null,"x":{"y":["}\"{",{"z":[]}]},"stream":null,"account_id":"a"} `)
-	require.True(t, usage.DecodesFast(in))
-	got, err := usage.Decode(in)
-	require.NoError(t, err)
-	require.Equal(t, usage.Record{V: 1, RequestID: "r", AccountID: "a"}, got)
-	r.Model = `a"b`
-	require.False(t, usage.DecodesFast(r.AppendJSON(nil)))
-	require.False(t, usage.DecodesFast([]byte(`{"v":1.5}`)))
 }

@@ -419,9 +419,9 @@ func (c *Consumer) prepare(ctx context.Context, msgs []bus.Message) (store.Batch
 	return b, nil
 }
 
-// decodeWorkers bounds the goroutines decoding one batch. Decoding was most of settlement's
-// own CPU (about 12 µs a record, now about 2); spread over the cores it does not set the
-// pace of a batch while the database waits.
+// decodeWorkers bounds the goroutines decoding one batch. Decoding (about 3 µs a record)
+// is spread over the cores so that it does not set the pace of a batch while the database
+// waits.
 var decodeWorkers = min(runtime.GOMAXPROCS(0), 8)
 
 // decodeParallelMin is the batch size from which decoding is spread over workers.

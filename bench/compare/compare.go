@@ -646,6 +646,12 @@ func (c *comparer) slow(ctx context.Context, sc Scenario, res *ScenarioResult) e
 			res.Notes = append(res.Notes, fmt.Sprintf("before %s: waited %s for connections in TIME_WAIT to expire (%d left)",
 				t.name, waited.Round(time.Second), left))
 		}
+		// Keys and leases warm, as in the throughput scenarios: the TIME_WAIT wait outlasts the
+		// edge's key cache, and its idle leases have gone back to ledgerd. Short requests do
+		// it; a slow stream each would take seconds.
+		if _, err := c.touch(ctx, t, []load.Shape{shapeJSON}); err != nil {
+			return err
+		}
 		r, err := c.load(ctx, t, load.Config{Conns: sc.Conns, Requests: int64(sc.Conns),
 			Duration: ramp + slowStreamLength + time.Minute, Ramp: ramp, Timeout: time.Minute,
 			Shapes: sc.Shapes, ResetPeak: true, SampleEvery: 250 * time.Millisecond})

@@ -312,13 +312,9 @@ func (c *comparer) start(ctx context.Context) error {
 	if err := os.Setenv("TOLLGATE_MOCK_RECORD", "-1"); err != nil {
 		return fmt.Errorf("set mock env: %w", err)
 	}
-	var ps [10]int
-	for i := range ps {
-		p, err := stack.FreePort()
-		if err != nil {
-			return err
-		}
-		ps[i] = p
+	ps, err := stack.FreePorts(10)
+	if err != nil {
+		return err
 	}
 	ports := stack.Ports{Edge: ps[0], EdgeOps: ps[1], LedgerInternal: ps[2], LedgerAdmin: ps[3],
 		Analytics: ps[4], Mock: ps[5], Kafka: ps[6], CHNative: ps[7], CHHTTP: ps[8]}

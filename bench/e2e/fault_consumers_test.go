@@ -326,10 +326,15 @@ func script(t *testing.T, name string, args ...string) (string, int) {
 	return strings.TrimSpace(string(out)), 0
 }
 
-func freePort(t *testing.T) string {
-	p, err := stack.FreePort()
+// portStrings returns n distinct free ports as strings.
+func portStrings(t *testing.T, n int) []string {
+	ps, err := stack.FreePorts(n)
 	require.NoError(t, err)
-	return strconv.Itoa(p)
+	out := make([]string, n)
+	for i, p := range ps {
+		out[i] = strconv.Itoa(p)
+	}
+	return out
 }
 
 // TestClickHouseDownAnalyticsCatchesUp stops this test's own ClickHouse server while requests
@@ -337,7 +342,8 @@ func freePort(t *testing.T) string {
 // checks that analytics caught up with every row exactly once (and the ledger was unaffected).
 func TestClickHouseDownAnalyticsCatchesUp(t *testing.T) {
 	dir := freeDir(t, "tollgate-chdown-")
-	native, httpPort := freePort(t), freePort(t)
+	ports := portStrings(t, 2)
+	native, httpPort := ports[0], ports[1]
 	chDir := filepath.Join(dir, "clickhouse")
 	if _, code := script(t, "clickhouse.sh", "start", chDir, native, httpPort); code != 0 {
 		if code == 3 {
@@ -390,7 +396,7 @@ func TestClickHouseDownAnalyticsCatchesUp(t *testing.T) {
 // charged exactly once.
 func TestPostgresDownLedgerCatchesUp(t *testing.T) {
 	pgDir := filepath.Join(freeDir(t, "tollgate-pgdown-"), "pg")
-	port := freePort(t)
+	port := portStrings(t, 1)[0]
 	dsn, code := script(t, "postgres.sh", "start", pgDir, port)
 	if code == 3 {
 		t.Skip("SKIPPED: PostgreSQL server binaries are not installed; this test needs its own cluster")

@@ -62,12 +62,8 @@ func binDir(t *testing.T) string {
 }
 
 func freePorts(t *testing.T) stack.Ports {
-	var ps [9]int
-	for i := range ps {
-		p, err := stack.FreePort()
-		require.NoError(t, err)
-		ps[i] = p
-	}
+	ps, err := stack.FreePorts(9)
+	require.NoError(t, err)
 	return stack.Ports{Edge: ps[0], EdgeOps: ps[1], LedgerInternal: ps[2], LedgerAdmin: ps[3],
 		Analytics: ps[4], Mock: ps[5], Kafka: ps[6], CHNative: ps[7], CHHTTP: ps[8]}
 }

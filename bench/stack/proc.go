@@ -183,14 +183,20 @@ func TCPReady(addr string) func(ctx context.Context) error {
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find free port: %w", err)
+// FreePorts returns n distinct TCP ports on 127.0.0.1 that were free a moment ago. It holds
+// every listener until it has all n: picked one at a time, the kernel can hand out the same
+// port twice (a test once gave the mock upstream ledgerd's port).
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find free port: %w", err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // Pid is the process id, or 0 when not running.

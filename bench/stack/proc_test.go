@@ -85,3 +85,19 @@ func TestHelperSleep(t *testing.T) {
 	fmt.Print("ready")
 	syscall.Pause()
 }
+
+func TestFreePortsDistinct(t *testing.T) {
+	// 500 ports picked one listener at a time repeat one almost surely (birthday bound over
+	// the ephemeral range); FreePorts must never.
+	ps, err := FreePorts(500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ps {
+		if p <= 0 || seen[p] {
+			t.Fatalf("port %d twice or invalid in %v", p, ps)
+		}
+		seen[p] = true
+	}
+}

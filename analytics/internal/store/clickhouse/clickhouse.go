@@ -157,13 +157,90 @@ func (s *Store) ApplySchema(ctx context.Context) error {
 // Close closes the pool. Idempotent.
 func (s *Store) Close() error { return s.conn.Close() }
 
-// InsertColumns is the column list of every insert, every column but inserted_at: 18.16 needs it, and it keeps inserts
-// working when columns are added to the table.
-const InsertColumns = `ts, ts_start_ms, ts_end_ms, ttfb_ms, request_id, v, edge_id, seq,
-	account_id, key_id, lease_id, model, model_requested, status, stream, stop_reason,
-	error_type, input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
-	cache_read_tokens, thinking_tokens, web_search_requests, estimated, cost_microcredits,
-	upstream_cost_microusd, price_version, upstream_key_id, upstream_request_id`
+// insertColumns are the columns of every insert (all but inserted_at: 18.16 needs the list,
+// and it keeps inserts working when columns are added to the table) and how each is filled
+// from the records, as the slice type clickhouse-go's column of that ClickHouse type appends.
+var insertColumns = []insertColumn{
+	col("ts", i64Buf, func(r *usage.Record) int64 { return TsSeconds(r.TsEndMs) }), // DateTime takes Unix seconds
+	col("ts_start_ms", i64Buf, func(r *usage.Record) int64 { return r.TsStartMs }),
+	col("ts_end_ms", i64Buf, func(r *usage.Record) int64 { return r.TsEndMs }),
+	col("ttfb_ms", i64Buf, func(r *usage.Record) int64 { return r.TtfbMs }),
+	col("request_id", strBuf, func(r *usage.Record) string { return r.RequestID }),
+	col("v", nil, func(r *usage.Record) uint32 { return uint32(r.V) }),
+	col("edge_id", strBuf, func(r *usage.Record) string { return r.EdgeID }),
+	col("seq", nil, func(r *usage.Record) uint64 { return r.Seq }),
+	col("account_id", strBuf, func(r *usage.Record) string { return r.AccountID }),
+	col("key_id", strBuf, func(r *usage.Record) string { return r.KeyID }),
+	col("lease_id", strBuf, func(r *usage.Record) string { return r.LeaseID }),
+	col("model", strBuf, func(r *usage.Record) string { return r.Model }),
+	col("model_requested", strBuf, func(r *usage.Record) string { return r.ModelRequested }),
+	col("status", nil, func(r *usage.Record) int32 { return int32(r.Status) }),
+	col("stream", u8Buf, func(r *usage.Record) uint8 { return boolU8(r.Stream) }),
+	col("stop_reason", strBuf, func(r *usage.Record) string { return r.StopReason }),
+	col("error_type", strBuf, func(r *usage.Record) string { return r.ErrorType }),
+	col("input_tokens", i64Buf, func(r *usage.Record) int64 { return r.Usage.Input }),
+	col("output_tokens", i64Buf, func(r *usage.Record) int64 { return r.Usage.Output }),
+	col("cache_write_5m_tokens", i64Buf, func(r *usage.Record) int64 { return r.Usage.CacheWrite5m }),
+	col("cache_write_1h_tokens", i64Buf, func(r *usage.Record) int64 { return r.Usage.CacheWrite1h }),
+	col("cache_read_tokens", i64Buf, func(r *usage.Record) int64 { return r.Usage.CacheRead }),
+	col("thinking_tokens", i64Buf, func(r *usage.Record) int64 { return r.Usage.Thinking }),
+	col("web_search_requests", i64Buf, func(r *usage.Record) int64 { return r.Usage.WebSearchRequests }),
+	col("estimated", u8Buf, func(r *usage.Record) uint8 { return boolU8(r.Estimated) }),
+	col("cost_microcredits", i64Buf, func(r *usage.Record) int64 { return r.CostMicrocredits }),
+	col("upstream_cost_microusd", i64Buf, func(r *usage.Record) int64 { return r.UpstreamCostMicroUSD }),
+	col("price_version", strBuf, func(r *usage.Record) string { return r.PriceVersion }),
+	col("upstream_key_id", strBuf, func(r *usage.Record) string { return r.UpstreamKeyID }),
+	col("upstream_request_id", strBuf, func(r *usage.Record) string { return r.UpstreamRequestID }),
+}
+
+// InsertColumns is the column list of every insert, from insertColumns.
+var InsertColumns = func() string {
+	names := make([]string, len(insertColumns))
+	for i, c := range insertColumns {
+		names[i] = c.name
+	}
+	return strings.Join(names, ", ")
+}()
+
+// insertColumnByName indexes insertColumns.
+var insertColumnByName = func() map[string]insertColumn {
+	m := make(map[string]insertColumn, len(insertColumns))
+	for _, c := range insertColumns {
+		m[c.name] = c
+	}
+	return m
+}()
+
+// insertColumn is one column of insertColumns: values returns its values for recs, in a
+// slice that stays valid until the next call with the same scratch.
+type insertColumn struct {
+	name   string
+	values func(c *columnScratch, recs []usage.Record) any
+}
+
+// columnScratch holds one slice of each Go type most insert columns take, reused from column
+// to column: clickhouse-go copies an appended slice into the column's own buffer.
+type columnScratch struct {
+	str []string
+	i64 []int64
+	u8  []uint8
+}
+
+// The scratch slices a column may reuse; nil (for the types of one column each) allocates.
+func strBuf(c *columnScratch) *[]string { return &c.str }
+func i64Buf(c *columnScratch) *[]int64  { return &c.i64 }
+func u8Buf(c *columnScratch) *[]uint8   { return &c.u8 }
+
+// col makes the insert column name, filled by value from each record into scratch's buffer.
+func col[T any](name string, scratch func(*columnScratch) *[]T, value func(*usage.Record) T) insertColumn {
+	return insertColumn{name: name, values: func(c *columnScratch, recs []usage.Record) any {
+		buf := new([]T)
+		if scratch != nil {
+			buf = scratch(c)
+		}
+		return fill(buf, recs, value)
+	}}
+}
 
 // Insert writes recs as one batch over the native protocol. The batch is filled a column at
 // a time, each from one typed slice: batch.Append(row...) boxes a row's 30 values in
@@ -179,103 +256,25 @@ func (s *Store) Insert(ctx context.Context, recs []usage.Record) error {
 	}
 	defer batch.Close()
 	// The server's header names the columns; they are filled by name, so the order of
-	// InsertColumns does not matter. A column it names that insertColumn does not know, or one
-	// left short, would send a broken block: both are refused here.
+	// insertColumns does not matter. A column it names that insertColumns lacks, or one left
+	// short, would send a broken block: both are refused here.
 	var scratch columnScratch
-	for i, col := range batch.Columns() {
-		v, err := scratch.column(col.Name(), recs)
-		if err != nil {
-			return err
+	for i, bc := range batch.Columns() {
+		c, ok := insertColumnByName[bc.Name()]
+		if !ok {
+			return fmt.Errorf("insert: no values for column %q of the server's insert header", bc.Name())
 		}
-		if err := batch.Column(i).Append(v); err != nil {
-			return fmt.Errorf("append column %s: %w", col.Name(), err)
+		if err := batch.Column(i).Append(c.values(&scratch, recs)); err != nil {
+			return fmt.Errorf("append column %s: %w", bc.Name(), err)
 		}
-		if col.Rows() != len(recs) {
-			return fmt.Errorf("append column %s: %d rows, want %d", col.Name(), col.Rows(), len(recs))
+		if bc.Rows() != len(recs) {
+			return fmt.Errorf("append column %s: %d rows, want %d", bc.Name(), bc.Rows(), len(recs))
 		}
 	}
 	if err := batch.Send(); err != nil {
 		return fmt.Errorf("insert %d rows: %w", len(recs), err)
 	}
 	return nil
-}
-
-// columnScratch holds one slice of each Go type the insert columns take, reused from column to
-// column: clickhouse-go copies an appended slice into the column's own buffer.
-type columnScratch struct {
-	str []string
-	i64 []int64
-	u8  []uint8
-}
-
-// column returns the values of the named column of InsertColumns for recs, as the slice type
-// clickhouse-go's column of that ClickHouse type appends. The result is valid until the next
-// call.
-func (c *columnScratch) column(name string, recs []usage.Record) (any, error) {
-	switch name {
-	case "ts":
-		// DateTime takes int64 as Unix seconds.
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return TsSeconds(r.TsEndMs) }), nil
-	case "ts_start_ms":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.TsStartMs }), nil
-	case "ts_end_ms":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.TsEndMs }), nil
-	case "ttfb_ms":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.TtfbMs }), nil
-	case "request_id":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.RequestID }), nil
-	case "v":
-		return fill(new([]uint32), recs, func(r *usage.Record) uint32 { return uint32(r.V) }), nil
-	case "edge_id":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.EdgeID }), nil
-	case "seq":
-		return fill(new([]uint64), recs, func(r *usage.Record) uint64 { return r.Seq }), nil
-	case "account_id":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.AccountID }), nil
-	case "key_id":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.KeyID }), nil
-	case "lease_id":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.LeaseID }), nil
-	case "model":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.Model }), nil
-	case "model_requested":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.ModelRequested }), nil
-	case "status":
-		return fill(new([]int32), recs, func(r *usage.Record) int32 { return int32(r.Status) }), nil
-	case "stream":
-		return fill(&c.u8, recs, func(r *usage.Record) uint8 { return boolU8(r.Stream) }), nil
-	case "stop_reason":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.StopReason }), nil
-	case "error_type":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.ErrorType }), nil
-	case "input_tokens":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.Input }), nil
-	case "output_tokens":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.Output }), nil
-	case "cache_write_5m_tokens":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.CacheWrite5m }), nil
-	case "cache_write_1h_tokens":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.CacheWrite1h }), nil
-	case "cache_read_tokens":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.CacheRead }), nil
-	case "thinking_tokens":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.Thinking }), nil
-	case "web_search_requests":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.Usage.WebSearchRequests }), nil
-	case "estimated":
-		return fill(&c.u8, recs, func(r *usage.Record) uint8 { return boolU8(r.Estimated) }), nil
-	case "cost_microcredits":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.CostMicrocredits }), nil
-	case "upstream_cost_microusd":
-		return fill(&c.i64, recs, func(r *usage.Record) int64 { return r.UpstreamCostMicroUSD }), nil
-	case "price_version":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.PriceVersion }), nil
-	case "upstream_key_id":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.UpstreamKeyID }), nil
-	case "upstream_request_id":
-		return fill(&c.str, recs, func(r *usage.Record) string { return r.UpstreamRequestID }), nil
-	}
-	return nil, fmt.Errorf("insert: no values for column %q of the server's insert header", name)
 }
 
 // fill sets *buf to value(r) for each of recs, reusing its array, and returns it.
@@ -363,8 +362,8 @@ func appendQuoted(dst []byte, v string) []byte {
 	return append(dst, '\'')
 }
 
-func (s *Store) collectIDs(ctx context.Context, into map[string]struct{}, q string, args ...any) error {
-	rows, err := s.conn.Query(ctx, q, args...)
+func (s *Store) collectIDs(ctx context.Context, into map[string]struct{}, q string) error {
+	rows, err := s.conn.Query(ctx, q)
 	if err != nil {
 		return fmt.Errorf("query existing request ids: %w", err)
 	}

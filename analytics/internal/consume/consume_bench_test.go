@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"tollgate/analytics/internal/store/storetest"
 	"tollgate/pkg/bus"
 	"tollgate/pkg/bus/bustest"
+	"tollgate/pkg/cputime"
 	"tollgate/pkg/usage"
 )
 
@@ -238,9 +238,9 @@ func BenchmarkStoreBatch(b *testing.B) {
 
 // processCPU is the user plus system CPU time the process has used so far.
 func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatalf("getrusage: %v", err)
+	d, err := cputime.Self()
+	if err != nil {
+		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return d
 }

@@ -1,18 +1,16 @@
 package meter_test
 
 import (
-	"syscall"
 	"testing"
 	"time"
+
+	"tollgate/pkg/cputime"
 )
 
-// cpuTime is the process's user+system CPU time.
+// cpuTime is the process's user+system CPU time (0 if it cannot be read).
 func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	d, _ := cputime.Self()
+	return d
 }
 
 // cpuMeter reports throughput by CPU time as well as by wall time: the development machines

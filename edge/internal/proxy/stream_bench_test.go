@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"tollgate/bench/mock"
 	"tollgate/edge/internal/metrics"
 	"tollgate/edge/internal/proxy"
+	"tollgate/pkg/cputime"
 	"tollgate/pkg/ledgerapi"
 	"tollgate/pkg/usage"
 )
@@ -203,11 +203,11 @@ func sendStreams(url, key string, n, streams int, body []byte) (int64, error) {
 
 // processCPU is the user+system CPU this process has used, in ns.
 func processCPU() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	d, err := cputime.Self()
+	if err != nil {
 		panic(err)
 	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
+	return d.Nanoseconds()
 }
 
 // discardSink takes records and drops them.

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"tollgate/ledgerd/internal/store/storetest"
 	"tollgate/pkg/bus"
 	"tollgate/pkg/bus/bustest"
+	"tollgate/pkg/cputime"
 	"tollgate/pkg/usage"
 )
 
@@ -254,9 +254,9 @@ func benchSettle(b *testing.B, db string, batch int) {
 
 // processCPU is the user plus system CPU time the process has used so far.
 func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatalf("getrusage: %v", err)
+	d, err := cputime.Self()
+	if err != nil {
+		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return d
 }

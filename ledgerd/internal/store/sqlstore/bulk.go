@@ -34,8 +34,11 @@ func (s *Store) execRows(ctx context.Context, tx *sql.Tx, prefix string, casts [
 	for start := 0; start < len(rows); {
 		part := rows[start : start+s.chunk(len(rows)-start, per)]
 		start += len(part)
-		q, args := valuesList(part, cols, casts, s.d.Positional)
-		res, err := s.exec(ctx, tx, prefix+q+suffix, args...)
+		args := make([]any, 0, len(part)*cols)
+		for _, r := range part {
+			args = append(args, r...)
+		}
+		res, err := s.exec(ctx, tx, prefix+valuesList(len(part), cols, casts, s.d.Positional)+suffix, args...)
 		if err != nil {
 			return total, err
 		}
@@ -66,36 +69,38 @@ func (s *Store) chunk(n, per int) int {
 	return 1 << (bits.Len(uint(n)) - 1)
 }
 
-// valuesList renders "($1, $2), ($3, $4)" (with casts; "(?, ?), (?, ?)" when positional)
-// and flattens the arguments.
-func valuesList(rows [][]any, cols int, casts []string, positional bool) (string, []any) {
+// valuesList renders n rows of cols parameters, "($1, $2), ($3, $4)" ("(?, ?), (?, ?)" when
+// positional), each wrapped in CAST(… AS casts[col]) when casts is not nil.
+func valuesList(n, cols int, casts []string, positional bool) string {
 	var b strings.Builder
-	args := make([]any, 0, len(rows)*cols)
-	n := 1
-	for i, r := range rows {
+	b.Grow(n * cols * 4)
+	p := 1
+	for i := range n {
 		if i > 0 {
 			b.WriteString(", ")
 		}
 		b.WriteByte('(')
-		for c := 0; c < cols; c++ {
+		for c := range cols {
 			if c > 0 {
 				b.WriteString(", ")
 			}
-			p := "?"
-			if !positional {
-				p = "$" + strconv.Itoa(n)
+			if casts != nil {
+				b.WriteString("CAST(")
+			}
+			if positional {
+				b.WriteByte('?')
+			} else {
+				b.WriteByte('$')
+				b.WriteString(strconv.Itoa(p))
 			}
 			if casts != nil {
-				fmt.Fprintf(&b, "CAST(%s AS %s)", p, casts[c])
-			} else {
-				b.WriteString(p)
+				b.WriteString(" AS " + casts[c] + ")")
 			}
-			n++
+			p++
 		}
 		b.WriteByte(')')
-		args = append(args, r...)
 	}
-	return b.String(), args
+	return b.String()
 }
 
 // updateRows sets, for each row, columns cols[1:] of table's row whose id is the row's first

@@ -38,6 +38,14 @@ func TestChunks(t *testing.T) {
 	}
 }
 
+func TestValuesList(t *testing.T) {
+	require.Equal(t, "(?, ?), (?, ?), (?, ?)", valuesList(3, 2, nil, true))
+	require.Equal(t, "($1, $2, $3), ($4, $5, $6)", valuesList(2, 3, nil, false))
+	require.Equal(t, "(CAST($1 AS TEXT), CAST($2 AS BIGINT)), (CAST($3 AS TEXT), CAST($4 AS BIGINT))",
+		valuesList(2, 2, []string{"TEXT", "BIGINT"}, false))
+	require.Equal(t, "(CAST(? AS TEXT))", valuesList(1, 1, []string{"TEXT"}, true))
+}
+
 func TestInListPads(t *testing.T) {
 	reuse := &Store{d: Dialect{ReuseStatements: true, Positional: true}}
 	q, args := reuse.inList([]string{"a", "b", "c"})

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"tollgate/ledgerd/internal/ledger"
@@ -163,7 +161,7 @@ func (s *Store) insertSettled(ctx context.Context, tx *sql.Tx, uniq []store.Usag
 			args = append(args, u.RequestID, u.AccountID, txIDs[u.AccountID], u.Cost, ms)
 		}
 		res, err := s.exec(ctx, tx, `INSERT INTO settled_requests (request_id, account_id, tx_id, cost, settled_ms) VALUES `+
-			s.rowParams(len(part), 5)+` ON CONFLICT (request_id) DO NOTHING`, args...)
+			valuesList(len(part), 5, nil, s.d.Positional)+` ON CONFLICT (request_id) DO NOTHING`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("insert settled requests: %w", err)
 		}
@@ -204,33 +202,6 @@ func (s *Store) freshSettled(ctx context.Context, tx *sql.Tx, part []store.Usage
 		fresh[i] = txOf[u.RequestID] == txIDs[u.AccountID]
 	}
 	return nil
-}
-
-// rowParams renders n rows of cols parameters, "(?, ?), (?, ?)" or "($1, $2), ($3, $4)".
-func (s *Store) rowParams(n, cols int) string {
-	var b strings.Builder
-	b.Grow(n * cols * 4)
-	p := 1
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		for c := range cols {
-			if c > 0 {
-				b.WriteString(", ")
-			}
-			if s.d.Positional {
-				b.WriteByte('?')
-			} else {
-				b.WriteByte('$')
-				b.WriteString(strconv.Itoa(p))
-			}
-			p++
-		}
-		b.WriteByte(')')
-	}
-	return b.String()
 }
 
 // settleChunk bounds the settled_requests rows of one multi-row INSERT on databases without

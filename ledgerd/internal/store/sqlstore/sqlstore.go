@@ -183,6 +183,10 @@ func (s *Store) query(ctx context.Context, tx *sql.Tx, query string, args ...any
 // broken connection shows in the next transaction.
 func (s *Store) prepareWanted(ctx context.Context) {
 	s.stmtMu.Lock()
+	if len(s.wanted) == 0 { // the rule once the texts are prepared: nothing to copy
+		s.stmtMu.Unlock()
+		return
+	}
 	queries := make([]string, 0, len(s.wanted))
 	for q := range s.wanted {
 		queries = append(queries, q)

@@ -36,6 +36,7 @@ echo "   $pg_dsn"
 
 echo "== ClickHouse (private server in $tmp/clickhouse)"
 ch_native=$(free_port); ch_http=$(free_port)
+while [ "$ch_http" = "$ch_native" ]; do ch_http=$(free_port); done # free_port cannot know the other is taken
 if bash deploy/dev/clickhouse.sh start "$tmp/clickhouse" "$ch_native" "$ch_http"; then
   ch_started=1
   export TOLLGATE_TEST_CLICKHOUSE_ADDR="127.0.0.1:$ch_native"

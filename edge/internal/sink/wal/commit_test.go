@@ -43,25 +43,35 @@ func TestOneFsyncCoversEveryWaitingAppend(t *testing.T) {
 }
 
 // A failed write or fsync stops the log: the record that could not be made durable goes to
-// the process log whole, and new requests are refused.
+// the process log whole, and new requests are refused. The ring keeps it for the next Open.
 func TestWriteFailureStopsTheLog(t *testing.T) {
 	var logs bytes.Buffer
-	w, err := Open(internalConfig(t), nopKafka{}, slog.New(slog.NewJSONHandler(&logs, nil)))
+	cfg := internalConfig(t)
+	w, err := Open(cfg, nopKafka{}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	require.NoError(t, err)
 	require.True(t, w.Reserve())
 	require.NoError(t, w.active.f.Close()) // the disk goes away under the committer
-	w.Append(testRecord(3))
-	require.Error(t, w.Err())
+	w.Append(testRecord(3))                // returns once the record is in the ring
+	require.Eventually(t, func() bool { return w.Err() != nil }, 10*time.Second, time.Millisecond,
+		"the syncer's write fails")
 	require.False(t, w.Reserve(), "refuse (503) rather than serve unbilled")
+	require.Error(t, w.Close()) // waits for the syncer, so its log lines are all written
 	require.Equal(t, uint64(1), w.Unshipped())
 	require.Contains(t, logs.String(), `"msg":"wal_failed"`)
 	require.Contains(t, logs.String(), `"msg":"unshipped_record"`)
 	require.Contains(t, logs.String(), testRecord(3).RequestID)
-	require.Error(t, w.Close())
+
+	w, err = open(cfg, nopKafka{}, slog.New(slog.DiscardHandler)) // the disk is back
+	require.NoError(t, err)
+	require.Equal(t, int64(1), w.pending.Load(), "the record came back from the ring")
+	require.Equal(t, cfg.FirstSeq+1, w.nextSeq)
+	go w.syncLoop()
+	require.NoError(t, w.Close())
 }
 
-// Under SyncInterval, Append returns once the record is written — before any fsync — and the
-// syncer then syncs at most once per SyncInterval however many records arrive.
+// Under SyncInterval, Append returns once the record is in the ring — before any write or
+// fsync of a segment — and the syncer then syncs at most once per SyncInterval however many
+// records arrive.
 func TestIntervalAppendReturnsBeforeTheFsync(t *testing.T) {
 	cfg := internalConfig(t)
 	cfg.SyncInterval = 50 * time.Millisecond
@@ -72,9 +82,10 @@ func TestIntervalAppendReturnsBeforeTheFsync(t *testing.T) {
 		w.Append(testRecord(i)) // would block forever if it waited: the syncer is not running
 	}
 	require.Zero(t, w.Syncs())
+	require.Len(t, ringRun(w.ring.mem[:ringHalfBytes]), 10, "every record is in the ring")
 	st, err := w.active.f.Stat()
 	require.NoError(t, err)
-	require.Equal(t, w.active.written, st.Size(), "every record is in the file")
+	require.Equal(t, magicBytes, st.Size(), "the syncer writes the segments")
 	require.Equal(t, magicBytes, w.active.size, "nothing is durable, so nothing ships yet")
 
 	go w.syncLoop()

@@ -1,14 +1,16 @@
 // Package wal is the edge's Sink: an on-disk write-ahead log of usage records, made durable
 // by group commit and shipped to Kafka (usage.v1, key = account id) by a background shipper.
 //
-// Write path. Append encodes the record and writes it to the active segment under a mutex
-// (one pwrite of about 750 bytes: the record is in the kernel's page cache when the write
-// returns, so it survives the process dying, kill -9 included). One syncer goroutine makes
-// what was written durable with fsync, many records per fsync. When Append returns depends
-// on Config.Sync:
+// Write path. Append encodes the record, under a mutex, straight into the ring: a file mapped
+// into memory (MAP_SHARED, on tmpfs by default), so the record's bytes are in the kernel's
+// page cache when Append returns and survive the process dying, kill -9 included — as a
+// pwrite's would, for the price of a memory copy instead of a system call (see ring.go). One
+// syncer goroutine writes each round's frames to the active segment (one pwrite per segment)
+// and makes them durable with fsync, many records per round. When Append returns depends on
+// Config.Sync:
 //
-//   - SyncInterval (the edge's default): as soon as the record is written. The syncer
-//     fsyncs every SyncInterval while there is something to sync. A response never waits
+//   - SyncInterval (the edge's default): as soon as the record is in the ring. The syncer
+//     writes and fsyncs every SyncInterval while there is something to sync. A response never waits
 //     for a disk flush; a power cut or kernel crash can lose the records written in the
 //     last SyncInterval (at 5,000 requests/s and 10 ms, about 50 records of one node).
 //   - SyncAlways: once the fsync covering the record is done. One fsync covers every record
@@ -26,12 +28,12 @@
 // SyncInterval is a few milliseconds of one node's charges.
 //
 // Segments. Records go to segment files named by the seq of their first record
-// (%020d.wal). The active segment is sealed once it holds SegmentBytes: the Append that
-// finds it full creates the next file (no fsync on the request path), and the syncer's next
+// (%020d.wal). The active segment is sealed once it holds SegmentBytes: the syncer, which
+// alone writes segments, creates the next file before writing the next frame, and the same
 // round syncs the rest of the sealed segment, the new file and the directory before any
 // record in the new file counts as durable. seq is assigned under the mutex, so it grows by
-// one per record in file order, and across restarts: the newest segment's records or name
-// give the next one. A fresh directory starts at the current Unix time in µs, above any
+// one per record in ring and file order, and across restarts: the newest segment's records
+// or name give the next one, and the ring's frames above it continue from there. A fresh directory starts at the current Unix time in µs, above any
 // stage-1 seq.
 //
 // Shipping. The shipper reads durable (synced) frames back from the files (the page cache,
@@ -51,9 +53,8 @@
 //
 // Failure. A failed write or fsync leaves the page cache in an unknown state, so the log
 // stops taking records: Reserve says no from then on (503), Err reports it (/readyz), and
-// every record that was not made durable — the one whose write failed, and those written
-// since the last good fsync — is written to the process log whole at error level
-// ("unshipped_record") so nothing is lost silently. A restart recovers from disk.
+// every record of the failed round is written to the process log whole at error level
+// ("unshipped_record") so nothing is lost silently. A restart recovers from disk and ring.
 package wal
 
 import (
@@ -77,9 +78,6 @@ import (
 // well above a typical record's 750 bytes.
 const reserveBytes = 2 << 10
 
-// spareBytesMax is the largest unsynced buffer kept for reuse between fsyncs.
-const spareBytesMax = 4 << 20
-
 // Publisher sends messages and returns once all are acknowledged. *bus.Producer implements it.
 type Publisher interface {
 	Send(ctx context.Context, msgs ...bus.Message) error
@@ -90,6 +88,10 @@ type Config struct {
 	// Dir holds the segments, the shipped cursor and a lock file. Created if missing; one
 	// process at a time. Required.
 	Dir string
+	// RingDir holds the ring (8 MiB, named by a hash of Dir): records not yet written to a
+	// segment. It should be tmpfs (/dev/shm): on a disk filesystem it works, but each store
+	// may fault on a page the kernel has written back. Default: Dir.
+	RingDir string
 	// SegmentBytes: a segment is sealed, and the next started, once it holds this many
 	// bytes. Required (>= 4 KiB).
 	SegmentBytes int64
@@ -155,21 +157,22 @@ type WAL struct {
 	lock *os.File
 
 	mu       sync.Mutex
-	frame    []byte // Append's encoding buffer
-	unsynced []byte // frames written since the syncer last took them
-	round    *round // the sync round that will cover unsynced
-	dirDirty bool   // a segment was created since the syncer last synced the directory
+	ring     *ring
+	half     int       // the ring half Append fills
+	unsynced []byte    // frames appended since the syncer last took them: ring half `half`
+	room     sync.Cond // on mu: the syncer took a half (Appends wait for room on it)
+	waiting  int       // Appends waiting for room: the syncer does not wait out its interval
+	round    *round    // the sync round that will cover unsynced
 	nextSeq  uint64
 	segs     []*segment // oldest first; the last is active
-	active   *segment   // segs' last, which Append alone replaces
+	active   *segment   // segs' last, which the syncer alone replaces
 	closed   bool
 	failed   error
 	broken   atomic.Bool // failed != nil, readable without the mutex on the request path
 
-	wake     chan struct{} // syncer: something was written, or closed
+	wake     chan struct{} // syncer: something was appended, or closed
 	shipWake chan struct{} // shipper: more is durable
 	syncDone chan struct{}
-	spare    []byte       // syncer-owned second unsynced buffer
 	targets  []syncTarget // syncer-owned
 
 	reserved   atomic.Int64
@@ -233,12 +236,67 @@ func open(cfg Config, pub Publisher, log *slog.Logger) (*WAL, error) {
 	}
 	w := &WAL{cfg: cfg, pub: pub, log: log, lock: lock, round: newRound(),
 		wake: make(chan struct{}, 1), shipWake: make(chan struct{}, 1), syncDone: make(chan struct{})}
+	w.room.L = &w.mu
 	if err := w.recover(); err != nil {
 		w.closeFiles()
 		lock.Close()
 		return nil, err
 	}
+	if err := w.openRing(); err != nil {
+		w.closeFiles()
+		if w.ring != nil {
+			w.ring.close()
+		}
+		lock.Close()
+		return nil, err
+	}
 	return w, nil
+}
+
+// openRing maps the ring and writes to the log, durably, the frames it holds that the
+// segments lack: those of Appends that returned before the process died.
+func (w *WAL) openRing() error {
+	ringDir := w.cfg.RingDir
+	if ringDir == "" {
+		ringDir = w.cfg.Dir
+	}
+	path, err := ringPath(ringDir, w.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	r, found, err := openRing(path)
+	if err != nil {
+		return err
+	}
+	w.ring, w.half = r, 0
+	w.unsynced = r.half(0)
+	var kept int
+	for i, fr := range found {
+		if fr.seq < w.nextSeq {
+			continue // in a segment already
+		}
+		if fr.seq != w.nextSeq {
+			// Cannot happen with this log's ring (its frames continue the segments); keep
+			// what cannot be placed in the process log rather than drop it.
+			for _, lost := range found[i:] {
+				w.logUnshippedFrames(lost.raw, fmt.Errorf("wal ring %s: seq %d does not continue the log at %d", path, lost.seq, w.nextSeq))
+			}
+			break
+		}
+		if cap(w.unsynced)-len(w.unsynced) < len(fr.raw) {
+			w.syncRound()
+		}
+		w.unsynced = append(w.unsynced, fr.raw...)
+		w.nextSeq++
+		w.bytes.Add(int64(len(fr.raw)))
+		w.pending.Add(1)
+		kept++
+	}
+	if kept > 0 {
+		w.syncRound()
+		w.log.Info("wal_ring_recovered", "records", kept, "ring", path)
+	}
+	return w.Err()
 }
 
 // lockDir takes an exclusive lock on dir/LOCK, so two processes never share a log. The
@@ -275,6 +333,14 @@ func (w *WAL) Release() { w.reserved.Add(-1) }
 // (closed, failed, too large) is written to the process log whole as unshipped_record.
 func (w *WAL) Append(rec *usage.Record) {
 	w.mu.Lock()
+	// Room for the largest frame, so encoding into the ring half never outgrows it (append
+	// would then move the frames to the heap, out of the ring).
+	for !w.closed && w.failed == nil && cap(w.unsynced)-len(w.unsynced) < frameBytesMax {
+		w.waiting++
+		w.wakeSyncer()
+		w.room.Wait()
+		w.waiting--
+	}
 	if w.closed || w.failed != nil {
 		w.mu.Unlock()
 		w.reserved.Add(-1)
@@ -282,66 +348,78 @@ func (w *WAL) Append(rec *usage.Record) {
 		return
 	}
 	rec.Seq = w.nextSeq
+	start := len(w.unsynced)
 	var err error
-	if w.frame, err = appendFrame(w.frame[:0], rec.Seq, rec); err == nil {
-		err = w.write(w.frame)
-	}
-	if err != nil {
+	if w.unsynced, err = appendFrame(w.unsynced, rec.Seq, rec); err != nil {
 		w.mu.Unlock()
 		w.reserved.Add(-1)
 		w.logUnshipped(rec, err.Error())
 		return
 	}
 	w.nextSeq++
-	w.unsynced = append(w.unsynced, w.frame...)
-	n, r := int64(len(w.frame)), w.round
+	n, r := int64(len(w.unsynced)-start), w.round
 	w.mu.Unlock()
 	// The record's bytes count before its reservation goes, so Reserve never sees room
 	// that is not there.
 	w.bytes.Add(n)
 	w.pending.Add(1)
 	w.reserved.Add(-1)
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.wakeSyncer()
 	if w.cfg.Sync == SyncAlways {
 		<-r.done // a failed fsync logs the record itself
 	}
 }
 
-// write writes one frame at the end of the active segment, starting the next segment first
-// when it is full. A failure stops the log. Called with w.mu held.
-func (w *WAL) write(frame []byte) error {
-	seg := w.active
-	if seg.written >= w.cfg.SegmentBytes {
-		var err error
-		if seg, err = w.rotate(); err != nil {
-			return w.failLocked(err)
-		}
+func (w *WAL) wakeSyncer() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
 	}
-	if _, err := seg.f.WriteAt(frame, seg.written); err != nil {
-		return w.failLocked(fmt.Errorf("write segment %s: %w", seg.path, err))
-	}
-	seg.written += int64(len(frame))
-	return nil
 }
 
-// rotate seals the active segment and starts the next, named by the next seq, without
-// waiting for the disk: the syncer later syncs what the sealed segment still lacks, the new
-// file and the directory, in that order, before it counts any record of the new segment as
-// durable — so a durable record is never in a file that a power cut could unlink, and no
-// request waits for a file creation's fsyncs. Called with w.mu held.
-func (w *WAL) rotate() (*segment, error) {
-	seg, err := newSegment(w.cfg.Dir, w.nextSeq)
+// writeOut writes data — whole frames in seq order — at the end of the active segment,
+// starting the next segment first whenever the active one holds SegmentBytes. Only the
+// syncer writes segments. It reports whether it created one; a failure stops the log.
+func (w *WAL) writeOut(data []byte) (created bool, err error) {
+	for len(data) > 0 {
+		seg := w.active
+		if seg.written >= w.cfg.SegmentBytes {
+			if seg, err = w.rotate(frameSeq(data)); err != nil {
+				return created, w.fail(err)
+			}
+			created = true
+		}
+		n, room := 0, w.cfg.SegmentBytes-seg.written
+		for n < len(data) && int64(n) < room {
+			n += frameLen(data[n:])
+		}
+		if _, err := seg.f.WriteAt(data[:n], seg.written); err != nil {
+			return created, w.fail(fmt.Errorf("write segment %s: %w", seg.path, err))
+		}
+		w.mu.Lock()
+		seg.written += int64(n)
+		w.mu.Unlock()
+		data = data[n:]
+	}
+	return created, nil
+}
+
+// rotate seals the active segment and starts the next, named by base, the seq of the next
+// frame, without waiting for the disk: the round that called it syncs what the sealed segment
+// still lacks, the new file and the directory, in that order, before it counts any record of
+// the new segment as durable — so a durable record is never in a file that a power cut could
+// unlink.
+func (w *WAL) rotate(base uint64) (*segment, error) {
+	seg, err := newSegment(w.cfg.Dir, base)
 	if err != nil {
 		return nil, err
 	}
 	w.bytes.Add(magicBytes)
+	w.mu.Lock()
 	w.active.sealed = true
 	w.segs = append(w.segs, seg)
 	w.active = seg
-	w.dirDirty = true
+	w.mu.Unlock()
 	return seg, nil
 }
 
@@ -353,7 +431,7 @@ func (w *WAL) syncLoop() {
 	var last time.Time
 	for {
 		w.mu.Lock()
-		idle, closed := len(w.unsynced) == 0 && !w.dirDirty, w.closed
+		idle, closed, hurry := len(w.unsynced) == 0, w.closed, w.waiting > 0
 		w.mu.Unlock()
 		if idle {
 			if closed {
@@ -362,7 +440,7 @@ func (w *WAL) syncLoop() {
 			<-w.wake
 			continue
 		}
-		if w.cfg.Sync == SyncInterval && !closed {
+		if w.cfg.Sync == SyncInterval && !closed && !hurry {
 			if d := w.cfg.SyncInterval - time.Since(last); d > 0 {
 				time.Sleep(d)
 			}
@@ -379,24 +457,33 @@ type syncTarget struct {
 	end int64
 }
 
-// syncRound makes everything written so far durable: every segment with unsynced bytes
-// (a sealed one first, then the active one), then the directory when a segment was
-// created. Only then are the new sizes published to the shipper. A sealed segment's file
-// is closed once it is synced whole; only the syncer syncs or closes sealed segments' files.
+// syncRound takes the ring half Append filled (giving it the other, written out in the
+// previous round), writes its frames to the segments, and makes everything written durable:
+// every segment with unsynced bytes (a sealed one first, then the active one), then the
+// directory when a segment was created. Only then are the new sizes published to the
+// shipper. A sealed segment's file is closed once it is synced whole; only the syncer
+// writes, syncs or closes segments' files.
 func (w *WAL) syncRound() {
 	w.mu.Lock()
-	data, r, failed, dir := w.unsynced, w.round, w.failed, w.dirDirty
-	w.unsynced, w.spare, w.dirDirty = w.spare[:0], nil, false
+	data, r, err := w.unsynced, w.round, w.failed
+	w.half ^= 1
+	w.unsynced = w.ring.half(w.half)
 	w.round = newRound()
+	w.room.Broadcast()
+	w.mu.Unlock()
+
+	var dir bool
+	if err == nil {
+		dir, err = w.writeOut(data)
+	}
 	targets := w.targets[:0]
+	w.mu.Lock()
 	for _, seg := range w.segs {
 		if seg.written > seg.size {
 			targets = append(targets, syncTarget{seg: seg, f: seg.f, end: seg.written})
 		}
 	}
 	w.mu.Unlock()
-
-	err := failed
 	for _, t := range targets {
 		if err != nil {
 			break
@@ -432,9 +519,6 @@ func (w *WAL) syncRound() {
 		w.logUnshippedFrames(data, err)
 	}
 	w.targets = targets[:0]
-	if cap(data) <= spareBytesMax {
-		w.spare = data[:0]
-	}
 	r.err = err
 	close(r.done)
 }
@@ -450,6 +534,7 @@ func (w *WAL) failLocked(err error) error {
 	if w.failed == nil {
 		w.failed = err
 		w.broken.Store(true)
+		w.room.Broadcast() // waiting Appends log their records instead
 	}
 	w.log.Error("wal_failed", "error", err, "dir", w.cfg.Dir)
 	return err
@@ -510,18 +595,25 @@ func (w *WAL) Close() error {
 		return nil
 	}
 	w.closed = true
+	w.room.Broadcast()
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.wakeSyncer()
 	<-w.syncDone
 	w.closeFiles()
-	err := w.lock.Close()
-	if err != nil {
+	failed := w.Err()
+	// Every frame is in a segment and durable now, unless the log failed: then the ring
+	// keeps them for the next Open.
+	closeRing := w.ring.close
+	if failed == nil {
+		closeRing = w.ring.remove
+	}
+	if err := closeRing(); err != nil {
+		w.log.Warn("close_wal_ring_failed", "path", w.ring.path, "error", err)
+	}
+	if err := w.lock.Close(); err != nil {
 		return fmt.Errorf("close wal lock: %w", err)
 	}
-	return w.Err()
+	return failed
 }
 
 func (w *WAL) closeFiles() {

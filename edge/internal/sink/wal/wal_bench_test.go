@@ -3,10 +3,15 @@ package wal
 import (
 	"log/slog"
 	"testing"
+	"time"
+
+	"tollgate/pkg/cputime"
 )
 
 // benchAppend runs each sync mode's sub-benchmark on a fresh log and reports fsyncs per
-// record; run appends b.N records however the caller wants.
+// record and the process's CPU per record (the syncer's writes and fsyncs included, which
+// ns/op misses when they run on the other core); run appends b.N records however the caller
+// wants.
 func benchAppend(b *testing.B, run func(b *testing.B, w *WAL)) {
 	for _, m := range []struct {
 		name string
@@ -19,9 +24,20 @@ func benchAppend(b *testing.B, run func(b *testing.B, w *WAL)) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer w.Close()
 			b.ReportAllocs()
+			cpu, err := cputime.Self()
+			if err != nil {
+				b.Fatal(err)
+			}
 			run(b, w)
+			if err := w.Close(); err != nil { // the last round's write and fsync count too
+				b.Fatal(err)
+			}
+			end, err := cputime.Self()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(end-cpu)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 			b.ReportMetric(float64(w.Syncs())/float64(b.N), "fsyncs/op")
 		})
 	}

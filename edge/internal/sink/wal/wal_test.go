@@ -309,6 +309,7 @@ func TestRotationAndTrimming(t *testing.T) {
 	k.setDown(true)
 	cfg := testConfig(dir)
 	cfg.SegmentBytes = 4 << 10
+	cfg.Sync = wal.SyncAlways // each Append returns once its record is in a segment, synced
 	n := open(t, cfg, k)
 	n.append(0, 60) // ~450 bytes per frame: several segments
 	segs := segmentFiles(t, dir)

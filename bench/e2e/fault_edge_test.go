@@ -300,7 +300,8 @@ func TestEdgeKilledUnderLoad(t *testing.T) {
 	l.verify(e, accountID, start, recs)
 	log, err := os.ReadFile(e.s.Edges[0].LogPath())
 	require.NoError(t, err)
-	t.Logf("edge replayed its WAL on restart: %v", strings.Contains(string(log), `"msg":"wal_replay"`))
+	t.Logf("edge replayed its WAL on restart: %v; wrote records from its ring: %v",
+		strings.Contains(string(log), `"msg":"wal_replay"`), strings.Contains(string(log), `"msg":"wal_ring_recovered"`))
 }
 
 // TestEdgeServesThroughKafkaOutage stops the Kafka broker for 30 s while four clients keep

@@ -799,8 +799,8 @@ func (c *comparer) write(res *ScenarioResult) error {
 	if err != nil {
 		return fmt.Errorf("encode result: %w", err)
 	}
-	base := res.Meta.Base(c.cfg.ResultsDir)
-	if err := report.WriteFiles(base, doc, []byte(Markdown(res)), Chart(res)); err != nil {
+	base, err := report.WriteFiles(res.Meta.Base(c.cfg.ResultsDir), doc, []byte(Markdown(res)), Chart(res))
+	if err != nil {
 		return err
 	}
 	c.progress("  wrote %s.{json,md%s}", base, map[bool]string{true: ",svg", false: ""}[Chart(res) != nil])

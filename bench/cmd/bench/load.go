@@ -142,8 +142,8 @@ func runLoad(ctx context.Context, args []string) error {
 				Series: []report.Series{{Name: res.URL, Points: load.Spectrum(res.TTFTHist)}}})
 		}
 		md := meta.MarkdownHeader("bench load: "+*scenario) + report.LoadMarkdown(res)
-		base := meta.Base(*resultsDir)
-		if err := report.WriteFiles(base, full, []byte(md), report.LatencyChart(*scenario+" — "+meta.Commit, panels)); err != nil {
+		base, err := report.WriteFiles(meta.Base(*resultsDir), full, []byte(md), report.LatencyChart(*scenario+" — "+meta.Commit, panels))
+		if err != nil {
 			return err
 		}
 		fmt.Printf("\nwrote %s.{json,md,svg}\n", base)

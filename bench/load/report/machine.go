@@ -135,24 +135,43 @@ func orDash(s string) string {
 	return s
 }
 
-// WriteFiles writes base.json, base.md and, when svg is not nil, base.svg.
-func WriteFiles(base string, jsonDoc, md, svg []byte) error {
+// WriteFiles writes base.json, base.md and, when svg is not nil, base.svg, and returns the base
+// it used. It never overwrites a result: when a file of that base exists (a second run at the
+// same commit on the same day), it writes base-2.*, base-3.* and so on.
+func WriteFiles(base string, jsonDoc, md, svg []byte) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(base), 0o755); err != nil {
-		return fmt.Errorf("create results dir: %w", err)
+		return "", fmt.Errorf("create results dir: %w", err)
 	}
 	files := []struct {
 		ext  string
 		data []byte
 	}{{".json", jsonDoc}, {".md", md}, {".svg", svg}}
+	free := base
+	for n := 2; taken(free); n++ {
+		if n > 99 {
+			return "", fmt.Errorf("write result: %s-2 … -99 are all taken", base)
+		}
+		free = fmt.Sprintf("%s-%d", base, n)
+	}
 	for _, f := range files {
 		if f.data == nil {
 			continue
 		}
-		if err := os.WriteFile(base+f.ext, f.data, 0o644); err != nil {
-			return fmt.Errorf("write result: %w", err)
+		if err := os.WriteFile(free+f.ext, f.data, 0o644); err != nil {
+			return "", fmt.Errorf("write result: %w", err)
 		}
 	}
-	return nil
+	return free, nil
+}
+
+// taken reports whether a result file of base exists.
+func taken(base string) bool {
+	for _, ext := range []string{".json", ".md", ".svg"} {
+		if _, err := os.Stat(base + ext); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // LoadAvg is the first three fields of /proc/loadavg ("1.02 0.80 0.55"), or "" when unknown.

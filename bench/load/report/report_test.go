@@ -129,11 +129,24 @@ func TestMetaFiles(t *testing.T) {
 		Command: "bench compare -scenarios nonstream", Machine: report.Machine{CPUs: 2, GoVersion: "go1.26"}}
 	base := m.Base(dir)
 	require.Equal(t, filepath.Join(dir, "2026-11-22-abc12345-nonstream"), base)
-	require.NoError(t, report.WriteFiles(base, []byte("{}"), []byte("# x\n"), nil))
-	_, err := os.Stat(base + ".json")
+	got, err := report.WriteFiles(base, []byte("{}"), []byte("# x\n"), nil)
+	require.NoError(t, err)
+	require.Equal(t, base, got)
+	_, err = os.Stat(base + ".json")
 	require.NoError(t, err)
 	_, err = os.Stat(base + ".svg")
 	require.True(t, os.IsNotExist(err))
+
+	// A second run at the same commit and day keeps the first one's files.
+	got, err = report.WriteFiles(base, []byte(`{"run":2}`), []byte("# y\n"), nil)
+	require.NoError(t, err)
+	require.Equal(t, base+"-2", got)
+	first, err := os.ReadFile(base + ".json")
+	require.NoError(t, err)
+	require.Equal(t, "{}", string(first))
+	second, err := os.ReadFile(base + "-2.json")
+	require.NoError(t, err)
+	require.Equal(t, `{"run":2}`, string(second))
 	require.Contains(t, m.MarkdownHeader("T"), "- command: `bench compare -scenarios nonstream`")
 }
 

@@ -61,21 +61,6 @@ func binDir(t *testing.T) string {
 	return d
 }
 
-// ringDir is where the test's edges keep their WAL rings: a directory of its own on tmpfs, as
-// in production, removed after the test. An edge a test kills and does not restart leaves its
-// ring behind (it waits for a restart on the same WAL directory), which would otherwise stay in
-// /dev/shm.
-func ringDir(t *testing.T) string {
-	t.Helper()
-	if st, err := os.Stat("/dev/shm"); err != nil || !st.IsDir() {
-		return t.TempDir()
-	}
-	d, err := os.MkdirTemp("/dev/shm", "tollgate-e2e-")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(d) })
-	return d
-}
-
 func freePorts(t *testing.T) stack.Ports {
 	ps, err := stack.FreePorts(9)
 	require.NoError(t, err)
@@ -90,7 +75,7 @@ func startStack(t *testing.T, mutate func(*stack.Config)) *env {
 	e := &env{t: t, chAddr: os.Getenv("TOLLGATE_TEST_CLICKHOUSE_ADDR")}
 	cfg := stack.Config{
 		BinDir: binDir(t), RepoDir: repoDir(t), DataDir: t.TempDir(), Ports: freePorts(t),
-		Logf: t.Logf, ExtraEnv: []string{"TOLLGATE_WAL_RING_DIR=" + ringDir(t)},
+		Logf: t.Logf,
 	}
 	if e.chAddr == "" {
 		t.Log("TOLLGATE_TEST_CLICKHOUSE_ADDR not set: running WITHOUT analytics; ClickHouse checks SKIPPED (make test sets it)")

@@ -99,7 +99,6 @@ func build(cfg config.Config, log *slog.Logger, lc ledgerClient) (*App, error) {
 		WriteTimeout: cfg.Kafka.WriteTimeout})
 	a.wal, err = wal.Open(wal.Config{
 		Dir:          cfg.WALPath(),
-		RingDir:      cfg.WALRingPath(),
 		SegmentBytes: int64(cfg.Records.WALSegmentBytes),
 		BytesMax:     int64(cfg.Records.WALBytesMax),
 		BatchMax:     cfg.Records.BatchMax,

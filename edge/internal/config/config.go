@@ -153,11 +153,6 @@ type Records struct {
 	// WALDir holds the write-ahead log; one edge process per directory. Default: "", which
 	// is DataDir/wal.
 	WALDir string `yaml:"wal_dir"`
-	// WALRingDir holds the 8-MiB ring where a record waits, after its request, for the WAL's
-	// next write to disk: a memory-mapped file that survives the process dying (kill -9).
-	// It belongs on tmpfs. Default: "", which is /dev/shm when that is a directory, else the
-	// WAL directory.
-	WALRingDir string `yaml:"wal_ring_dir"`
 	// WALBytesMax bounds the write-ahead log on disk; when it is full (Kafka down long
 	// enough), new requests get 503 rather than being served unbilled. Default: 2 GiB.
 	WALBytesMax int `yaml:"wal_bytes_max"`
@@ -316,7 +311,6 @@ func options(c *Config) []Option {
 		o("kafka-write-timeout", "duration", "time for one produce request", &c.Kafka.WriteTimeout),
 
 		o("wal-dir", "path", "usage record write-ahead log; empty = <data-dir>/wal; one edge per directory", &c.Records.WALDir),
-		o("wal-ring-dir", "path", "tmpfs directory for the WAL's 8-MiB ring of records not yet written to disk; empty = /dev/shm, else the WAL dir", &c.Records.WALRingDir),
 		o("wal-bytes-max", "bytes", "bound of the WAL on disk; when full, new requests get 503", &c.Records.WALBytesMax),
 		o("wal-segment-bytes", "bytes", "WAL segment size; shipped segments are deleted whole", &c.Records.WALSegmentBytes),
 		o("wal-sync", "interval|always", "response waits for the record's write (interval) or its fsync (always)", &c.Records.WALSync),
@@ -515,18 +509,6 @@ func (c *Config) WALPath() string {
 		return c.Records.WALDir
 	}
 	return filepath.Join(c.DataDir, "wal")
-}
-
-// WALRingPath is the directory of the WAL's ring: WALRingDir, else /dev/shm when it is a
-// directory (tmpfs on Linux), else the WAL's own directory.
-func (c *Config) WALRingPath() string {
-	if c.Records.WALRingDir != "" {
-		return c.Records.WALRingDir
-	}
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		return "/dev/shm"
-	}
-	return c.WALPath()
 }
 
 // Validate checks the whole configuration and reports every problem, each with the path of

@@ -1,8 +1,8 @@
 // Package wal is the edge's Sink: an on-disk write-ahead log of usage records, made durable
 // by group commit and shipped to Kafka (usage.v1, key = account id) by a background shipper.
 //
-// Write path. Append encodes the record, under a mutex, straight into the ring: a file mapped
-// into memory (MAP_SHARED, on tmpfs by default), so the record's bytes are in the kernel's
+// Write path. Append encodes the record, under a mutex, straight into the ring: a file in Dir
+// mapped into memory (MAP_SHARED), so the record's bytes are in the kernel's
 // page cache when Append returns and survive the process dying, kill -9 included — as a
 // pwrite's would, for the price of a memory copy instead of a system call (see ring.go). One
 // syncer goroutine writes each round's frames to the active segment (one pwrite per segment)
@@ -88,10 +88,6 @@ type Config struct {
 	// Dir holds the segments, the shipped cursor and a lock file. Created if missing; one
 	// process at a time. Required.
 	Dir string
-	// RingDir holds the ring (8 MiB, named by a hash of Dir): records not yet written to a
-	// segment. It should be tmpfs (/dev/shm): on a disk filesystem it works, but each store
-	// may fault on a page the kernel has written back. Default: Dir.
-	RingDir string
 	// SegmentBytes: a segment is sealed, and the next started, once it holds this many
 	// bytes. Required (>= 4 KiB).
 	SegmentBytes int64
@@ -256,14 +252,7 @@ func open(cfg Config, pub Publisher, log *slog.Logger) (*WAL, error) {
 // openRing maps the ring and writes to the log, durably, the frames it holds that the
 // segments lack: those of Appends that returned before the process died.
 func (w *WAL) openRing() error {
-	ringDir := w.cfg.RingDir
-	if ringDir == "" {
-		ringDir = w.cfg.Dir
-	}
-	path, err := ringPath(ringDir, w.cfg.Dir)
-	if err != nil {
-		return err
-	}
+	path := ringPath(w.cfg.Dir)
 	r, found, err := openRing(path)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,6 +114,12 @@ func kill9Appender(t *testing.T, mode string) {
 
 	k := &fakeKafka{}
 	n := open(t, testConfig(dir), k)
+	ring := regexp.MustCompile(`"msg":"wal_ring_recovered","records":(\d+)`).FindStringSubmatch(n.logs.String())
+	if ring != nil {
+		t.Logf("%s records were only in the ring and were written to the log on open", ring[1])
+	} else {
+		t.Logf("the ring held no record the segments lacked")
+	}
 	n.flush()
 	shipped := k.records()
 	bySeq := map[uint64]string{}

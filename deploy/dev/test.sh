@@ -21,10 +21,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { # a TCP port on 127.0.0.1 that nothing listens on
-  local p
+# free_port prints a TCP port on 127.0.0.1 that nothing listens on, below the kernel's
+# ephemeral range: a port in that range can be the local end of some outgoing connection,
+# which no probe sees and which makes a server's bind fail (PostgreSQL's did once, right after
+# a load test left thousands of loopback connections).
+free_port() {
+  local p low
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$low" -gt 12000 ] || low=32768
   while :; do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (low - 10000)))
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }

@@ -10,8 +10,8 @@
 // Config.Sync:
 //
 //   - SyncInterval (the edge's default): as soon as the record is in the ring. The syncer
-//     writes and fsyncs every SyncInterval while there is something to sync. A response never waits
-//     for a disk flush; a power cut or kernel crash can lose the records written in the
+//     writes and fsyncs every SyncInterval while there is something to sync. A response
+//     never waits for a disk flush; a power cut or kernel crash can lose the records of the
 //     last SyncInterval (at 5,000 requests/s and 10 ms, about 50 records of one node).
 //   - SyncAlways: once the fsync covering the record is done. One fsync covers every record
 //     written while the previous one ran (group commit), so an Append waits for at most the
@@ -33,8 +33,8 @@
 // round syncs the rest of the sealed segment, the new file and the directory before any
 // record in the new file counts as durable. seq is assigned under the mutex, so it grows by
 // one per record in ring and file order, and across restarts: the newest segment's records
-// or name give the next one, and the ring's frames above it continue from there. A fresh directory starts at the current Unix time in µs, above any
-// stage-1 seq.
+// or name give the next one, and the ring's frames above it continue from there. A fresh
+// directory starts at the current Unix time in µs, above any stage-1 seq.
 //
 // Shipping. The shipper reads durable (synced) frames back from the files (the page cache,
 // normally) and sends them in batches of BatchMax with RequiredAcks=all, retrying with

@@ -638,10 +638,8 @@ func niceRate(r float64) float64 {
 func (c *comparer) slow(ctx context.Context, sc Scenario, res *ScenarioResult) error {
 	ramp := time.Duration(sc.Conns) * time.Second / 2000 // 2,000 new connections a second
 	for i := range c.targets {
-		if i > 0 {
-			if err := c.freshMock(ctx); err != nil {
-				return err
-			}
+		if err := c.freshMock(ctx); err != nil {
+			return err
 		}
 		t := c.targets[i]
 		if waited, left := c.awaitTimeWait(ctx); waited > 0 {
@@ -668,10 +666,10 @@ func (c *comparer) slow(ctx context.Context, sc Scenario, res *ScenarioResult) e
 	return nil
 }
 
-// freshMock restarts the mock upstream before a slow-stream target, so each target meets an
-// upstream that has not just served the previous targets' streams: the mock's heap and
-// socket tables grow with ~10,000 streams (430–550 MiB after two targets), and the edge,
-// always the last target, met the most worn one. The targets' watch lists follow the new pid.
+// freshMock restarts the mock upstream before each slow-stream target, so every target meets
+// an upstream that has not just served other traffic: the mock's heap and socket tables grow
+// with ~10,000 streams (430–550 MiB after two targets), and the edge, always the last target,
+// met the most worn one (the first, one worn by the throughput scenarios). The targets' watch lists follow the new pid.
 // With a real upstream it does nothing.
 func (c *comparer) freshMock(ctx context.Context) error {
 	m := c.stack.Mock

@@ -21,6 +21,15 @@ func internalConfig(t testing.TB) Config {
 	return Config{Dir: t.TempDir(), SegmentBytes: 64 << 20, BytesMax: 1 << 40, BatchMax: 100, FirstSeq: 1}
 }
 
+// appendRecords appends testRecord(from) … testRecord(to-1), each after its reservation.
+func appendRecords(t testing.TB, w *WAL, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		require.True(t, w.Reserve())
+		w.Append(testRecord(i))
+	}
+}
+
 // Under SyncAlways one fsync covers every record written while the syncer was busy: here the
 // syncer starts only once all appenders are waiting, so exactly one fsync must release them.
 func TestOneFsyncCoversEveryWaitingAppend(t *testing.T) {
@@ -77,10 +86,7 @@ func TestIntervalAppendReturnsBeforeTheFsync(t *testing.T) {
 	cfg.SyncInterval = 50 * time.Millisecond
 	w, err := open(cfg, nopKafka{}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	for i := range 10 {
-		require.True(t, w.Reserve())
-		w.Append(testRecord(i)) // would block forever if it waited: the syncer is not running
-	}
+	appendRecords(t, w, 0, 10) // would block forever if Append waited: the syncer is not running
 	require.Zero(t, w.Syncs())
 	require.Len(t, ringRun(w.ring.mem[:ringHalfBytes]), 10, "every record is in the ring")
 	st, err := w.active.f.Stat()
@@ -91,10 +97,7 @@ func TestIntervalAppendReturnsBeforeTheFsync(t *testing.T) {
 	go w.syncLoop()
 	require.Eventually(t, func() bool { return w.Syncs() == 1 }, 10*time.Second, time.Millisecond)
 	start := time.Now()
-	for i := range 2000 {
-		require.True(t, w.Reserve())
-		w.Append(testRecord(10 + i))
-	}
+	appendRecords(t, w, 10, 2010)
 	require.NoError(t, w.Close())
 	elapsed := time.Since(start)
 	// The first round may start at once; each later one waits SyncInterval; Close adds one.
@@ -111,10 +114,7 @@ func TestIntervalSyncFailureLogsWhatWasNotDurable(t *testing.T) {
 	var logs bytes.Buffer
 	w, err := open(internalConfig(t), nopKafka{}, slog.New(slog.NewJSONHandler(&logs, nil)))
 	require.NoError(t, err)
-	for i := range 3 {
-		require.True(t, w.Reserve())
-		w.Append(testRecord(i))
-	}
+	appendRecords(t, w, 0, 3)
 	require.NoError(t, w.active.f.Close()) // the disk goes away before the fsync
 	w.syncRound()
 	require.Error(t, w.Err())

@@ -74,6 +74,16 @@ func appendFrame(dst []byte, seq uint64, rec *usage.Record) ([]byte, error) {
 	return dst, nil
 }
 
+// frameSeq is the seq of the whole, valid frame at the start of b.
+func frameSeq(b []byte) uint64 {
+	return binary.LittleEndian.Uint64(b[frameHeaderBytes : frameHeaderBytes+8])
+}
+
+// frameLen is the size of the whole, valid frame at the start of b, header included.
+func frameLen(b []byte) int {
+	return frameHeaderBytes + int(binary.LittleEndian.Uint32(b[0:4]))
+}
+
 func frameCRC(length, payload []byte) uint32 {
 	return crc32.Update(crc32.Checksum(length, castagnoli), castagnoli, payload)
 }

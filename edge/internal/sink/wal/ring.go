@@ -1,12 +1,10 @@
 package wal
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 )
 
@@ -45,40 +43,24 @@ type ring struct {
 // ringPath is the ring's file for the log in dir.
 func ringPath(dir string) string { return filepath.Join(dir, "ring") }
 
-// openRing opens the ring at path, creating it when missing, and returns the frames it holds
-// (a copy, in seq order, both halves' runs merged; nil for a new file). The caller keeps what
-// its segments lack. The file gets all its blocks at once (fallocate), so a full disk is an
-// error here rather than a SIGBUS on a later store.
-func openRing(path string) (*ring, []ringFrame, error) {
+// mapRing maps the ring at path, creating it when missing, and returns the frames it held
+// before (in seq order, both halves' runs merged; none for a new file), read before the
+// mapping reuses the halves. The caller keeps what its segments lack. The file gets all its
+// blocks at once (fallocate), so a full disk is an error here rather than a SIGBUS on a later
+// store.
+func mapRing(path string) (*ring, []ringFrame, error) {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("read wal ring: %w", err)
+	}
+	found := mergeRuns(ringRun(old[:len(old)/2]), ringRun(old[len(old)/2:]))
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open wal ring: %w", err)
 	}
 	r := &ring{path: path, f: f}
-	st, err := f.Stat()
-	if err != nil {
-		r.close()
-		return nil, nil, fmt.Errorf("stat wal ring: %w", err)
-	}
-	var found []ringFrame
-	if st.Size() > 0 {
-		old, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
-		if err != nil {
-			r.close()
-			return nil, nil, fmt.Errorf("map wal ring %s: %w", path, err)
-		}
-		half := len(old) / 2
-		found = mergeRuns(ringRun(old[:half]), ringRun(old[half:]))
-		for i := range found { // copy out: the mapping goes, and the halves get reused
-			found[i].raw = slices.Clone(found[i].raw)
-		}
-		if err := syscall.Munmap(old); err != nil {
-			r.close()
-			return nil, nil, fmt.Errorf("unmap wal ring: %w", err)
-		}
-	}
 	const size = 2 * ringHalfBytes
-	if st.Size() != size {
+	if len(old) != size {
 		if err := f.Truncate(0); err != nil {
 			r.close()
 			return nil, nil, fmt.Errorf("resize wal ring: %w", err)
@@ -150,14 +132,4 @@ func mergeRuns(a, b []ringFrame) []ringFrame {
 		a, b = b, a
 	}
 	return append(a, b...)
-}
-
-// frameSeq is the seq of the whole frame at the start of b.
-func frameSeq(b []byte) uint64 {
-	return binary.LittleEndian.Uint64(b[frameHeaderBytes : frameHeaderBytes+8])
-}
-
-// frameLen is the size of the whole frame at the start of b, header included.
-func frameLen(b []byte) int {
-	return frameHeaderBytes + int(binary.LittleEndian.Uint32(b[0:4]))
 }

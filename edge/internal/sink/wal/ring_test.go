@@ -61,15 +61,9 @@ func TestRingRecoversWhatTheSegmentsLack(t *testing.T) {
 	cfg := internalConfig(t)
 	w, err := open(cfg, nopKafka{}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	for i := range 5 {
-		require.True(t, w.Reserve())
-		w.Append(testRecord(i))
-	}
+	appendRecords(t, w, 0, 5)
 	w.syncRound() // 0..4 in the segment; 5..9 only in the ring
-	for i := 5; i < 10; i++ {
-		require.True(t, w.Reserve())
-		w.Append(testRecord(i))
-	}
+	appendRecords(t, w, 5, 10)
 	crash(t, w)
 	requireRecords(t, cfg.Dir, cfg.FirstSeq, 5)
 
@@ -79,8 +73,7 @@ func TestRingRecoversWhatTheSegmentsLack(t *testing.T) {
 	requireRecords(t, cfg.Dir, cfg.FirstSeq, 10)
 	require.Contains(t, logs.String(), `"msg":"wal_ring_recovered","records":5`)
 	require.Equal(t, int64(10), w.pending.Load())
-	require.True(t, w.Reserve())
-	w.Append(testRecord(10))
+	appendRecords(t, w, 10, 11)
 	go w.syncLoop()
 	require.NoError(t, w.Close())
 	requireRecords(t, cfg.Dir, cfg.FirstSeq, 11)
@@ -94,10 +87,7 @@ func TestRingRefillsATornSegmentTail(t *testing.T) {
 	cfg := internalConfig(t)
 	w, err := open(cfg, nopKafka{}, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
-	for i := range 8 {
-		require.True(t, w.Reserve())
-		w.Append(testRecord(i))
-	}
+	appendRecords(t, w, 0, 8)
 	w.syncRound()
 	path := w.active.path
 	crash(t, w)
@@ -123,10 +113,7 @@ func TestAppendsWaitForRoomInTheRing(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for i := range n {
-			require.True(t, w.Reserve())
-			w.Append(testRecord(i))
-		}
+		appendRecords(t, w, 0, n)
 	}()
 	require.Eventually(t, func() bool {
 		w.mu.Lock()

@@ -238,7 +238,7 @@ func open(cfg Config, pub Publisher, log *slog.Logger) (*WAL, error) {
 		lock.Close()
 		return nil, err
 	}
-	if err := w.openRing(); err != nil {
+	if err := w.replayRing(); err != nil {
 		w.closeFiles()
 		if w.ring != nil {
 			w.ring.close()
@@ -249,11 +249,11 @@ func open(cfg Config, pub Publisher, log *slog.Logger) (*WAL, error) {
 	return w, nil
 }
 
-// openRing maps the ring and writes to the log, durably, the frames it holds that the
+// replayRing maps the ring and writes to the log, durably, the frames it holds that the
 // segments lack: those of Appends that returned before the process died.
-func (w *WAL) openRing() error {
+func (w *WAL) replayRing() error {
 	path := ringPath(w.cfg.Dir)
-	r, found, err := openRing(path)
+	r, found, err := mapRing(path)
 	if err != nil {
 		return err
 	}

@@ -16,11 +16,20 @@ import (
 
 // runKafka runs a single kfake broker — the real Kafka protocol — persisting under a data
 // dir, with Tollgate's topics created on first start. Development and tests only.
+//
+// A produce is written to the partition's log file before it is acknowledged, so an
+// acknowledged batch survives the broker process dying (kill -9, OOM): it is in the page
+// cache. Like Kafka's default (log.flush.interval.messages unset), the log is fsynced only at
+// segment roll and shutdown, so a power cut of the machine can lose the last acknowledged
+// batches; production Kafka gets that durability from replication (acks=all), not fsync.
+// -sync-writes fsyncs every batch and offset commit before answering instead: on this
+// broker's single goroutine each fsync stalls every produce and fetch behind it.
 func runKafka(args []string) int {
 	fs := flag.NewFlagSet("devstack kafka", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:9092", "listen address (host must be 127.0.0.1)")
 	dataDir := fs.String("data-dir", ".data/kafka", "persistence directory")
 	partitions := fs.Int("partitions", usage.TopicPartitions, "partitions of each topic created on first start")
+	syncWrites := fs.Bool("sync-writes", false, "fsync every produced batch and offset commit before acknowledging it (default: written to the log file, fsynced at segment roll and shutdown, like Kafka's default)")
 	_ = fs.Parse(args)
 
 	_, portStr, err := net.SplitHostPort(*addr)
@@ -29,15 +38,16 @@ func runKafka(args []string) int {
 		fmt.Fprintf(os.Stderr, "kafka: bad -addr %q\n", *addr)
 		return 2
 	}
-	c, err := kfake.NewCluster(
+	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.Ports(port),
 		kfake.DataDir(*dataDir),
-		// Every produce is fsynced before it is acknowledged: the edge trims its WAL on ack, so
-		// an ack must mean durable, even in development.
-		kfake.SyncWrites(),
 		kfake.SeedTopics(int32(*partitions), usage.Topic, usage.TopicDLQ),
-	)
+	}
+	if *syncWrites {
+		opts = append(opts, kfake.SyncWrites())
+	}
+	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kafka: start broker: %v\n", err)
 		return 1

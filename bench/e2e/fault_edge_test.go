@@ -30,6 +30,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"tollgate/bench/stack"
 	"tollgate/pkg/bus"
 	"tollgate/pkg/usage"
 )
@@ -248,6 +249,21 @@ func (l *edgeLoad) verify(e *env, accountID string, startBalance int64, recs []u
 	return len(byID)
 }
 
+// killTwice SIGKILLs p twice under the load, each time at a random moment 0.8–2.3 s on, and
+// restarts it on the same data directory after up to down more.
+func (l *edgeLoad) killTwice(t *testing.T, e *env, rng *rand.Rand, p *stack.Proc, down time.Duration) {
+	for round := range 2 {
+		time.Sleep(800*time.Millisecond + time.Duration(rng.Int64N(int64(1500*time.Millisecond))))
+		completed, cut, _ := l.counts()
+		require.NoError(t, p.Kill())
+		t.Logf("kill %d: %s SIGKILLed with %d requests completed, %d cut so far", round+1, p.Name, completed, cut)
+		time.Sleep(time.Duration(rng.Int64N(int64(down))))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		require.NoError(t, e.s.Restart(ctx, p), "restart on the same data dir")
+		cancel()
+	}
+}
+
 // edgeMetric reads one unlabelled sample from edge 0's /metrics.
 func edgeMetric(t *testing.T, e *env, name string) float64 {
 	t.Helper()
@@ -281,16 +297,7 @@ func TestEdgeKilledUnderLoad(t *testing.T) {
 	e.waitBalance(accountID, start)
 
 	l := startEdgeLoad(e, key, 6)
-	for round := range 2 {
-		time.Sleep(800*time.Millisecond + time.Duration(rng.Int64N(int64(1500*time.Millisecond))))
-		completed, cut, _ := l.counts()
-		require.NoError(t, e.s.Edges[0].Kill())
-		t.Logf("kill %d: edge SIGKILLed with %d requests completed, %d cut so far", round+1, completed, cut)
-		time.Sleep(time.Duration(rng.Int64N(int64(300 * time.Millisecond))))
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		require.NoError(t, e.s.Restart(ctx, e.s.Edges[0]), "restart on the same data dir")
-		cancel()
-	}
+	l.killTwice(t, e, rng, e.s.Edges[0], 300*time.Millisecond)
 	time.Sleep(time.Second)
 	marker := l.finish(t)
 	_, cut, _ := l.counts()
@@ -361,16 +368,7 @@ func TestBrokerKilledUnderLoad(t *testing.T) {
 	e.waitBalance(accountID, start)
 
 	l := startEdgeLoad(e, key, 4)
-	for round := range 2 {
-		time.Sleep(800*time.Millisecond + time.Duration(rng.Int64N(int64(1500*time.Millisecond))))
-		completed, _, _ := l.counts()
-		require.NoError(t, e.s.Kafka.Kill())
-		t.Logf("kill %d: broker SIGKILLed with %d requests completed", round+1, completed)
-		time.Sleep(time.Duration(rng.Int64N(int64(500 * time.Millisecond))))
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		require.NoError(t, e.s.Restart(ctx, e.s.Kafka), "restart on the same data dir")
-		cancel()
-	}
+	l.killTwice(t, e, rng, e.s.Kafka, 500*time.Millisecond)
 	time.Sleep(2 * time.Second)
 	marker := l.finish(t)
 	_, cut, refused := l.counts()

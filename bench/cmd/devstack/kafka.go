@@ -29,8 +29,16 @@ func runKafka(args []string) int {
 	addr := fs.String("addr", "127.0.0.1:9092", "listen address (host must be 127.0.0.1)")
 	dataDir := fs.String("data-dir", ".data/kafka", "persistence directory")
 	partitions := fs.Int("partitions", usage.TopicPartitions, "partitions of each topic created on first start")
-	syncWrites := fs.Bool("sync-writes", false, "fsync every produced batch and offset commit before acknowledging it (default: written to the log file, fsynced at segment roll and shutdown, like Kafka's default)")
+	syncWrites := fs.Bool("sync-writes", false, "fsync every produced batch and offset commit before acknowledging it (default: written to the log file, fsynced at segment roll and shutdown, like Kafka's default) (env TOLLGATE_KAFKA_SYNC_WRITES, which `devstack up` passes on)")
 	_ = fs.Parse(args)
+	if v := os.Getenv("TOLLGATE_KAFKA_SYNC_WRITES"); v != "" && !flagSet(fs, "sync-writes") {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "kafka: TOLLGATE_KAFKA_SYNC_WRITES=%q: want true or false\n", v)
+			return 2
+		}
+		*syncWrites = b
+	}
 
 	_, portStr, err := net.SplitHostPort(*addr)
 	port, perr := strconv.Atoi(portStr)
@@ -52,10 +60,17 @@ func runKafka(args []string) int {
 		fmt.Fprintf(os.Stderr, "kafka: start broker: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "kafka: listening on %v, data in %s\n", c.ListenAddrs(), *dataDir)
+	fmt.Fprintf(os.Stderr, "kafka: listening on %v, data in %s, fsync every batch: %v\n", c.ListenAddrs(), *dataDir, *syncWrites)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig
 	c.Close()
 	return 0
+}
+
+// flagSet reports whether the command line set the named flag.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

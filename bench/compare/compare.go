@@ -668,9 +668,10 @@ func (c *comparer) slow(ctx context.Context, sc Scenario, res *ScenarioResult) e
 
 // freshMock restarts the mock upstream before each slow-stream target, so every target meets
 // an upstream that has not just served other traffic: the mock's heap and socket tables grow
-// with ~10,000 streams (430–550 MiB after two targets), and the edge, always the last target,
-// met the most worn one (the first, one worn by the throughput scenarios). The targets' watch lists follow the new pid.
-// With a real upstream it does nothing.
+// with ~10,000 streams (430–550 MiB after two targets), so without it the edge, always the
+// last target, met the most worn mock, and the first target one worn by the throughput
+// scenarios. The targets' watch lists follow the new pid. With a real upstream it does
+// nothing.
 func (c *comparer) freshMock(ctx context.Context) error {
 	m := c.stack.Mock
 	if m == nil {

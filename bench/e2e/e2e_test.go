@@ -98,9 +98,7 @@ func sseTextBytes(t *testing.T, body []byte) int64 {
 
 func TestEndToEndBilling(t *testing.T) {
 	e := startStack(t, nil)
-	accountID, key := e.account(1000)
-	const start = 1000 * 1_000_000
-	e.waitBalance(accountID, start)
+	accountID, key, start := e.settledAccount(1000)
 
 	var want int64
 	requests := 0

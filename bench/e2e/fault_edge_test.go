@@ -292,9 +292,7 @@ func TestEdgeKilledUnderLoad(t *testing.T) {
 	seed := faultSeed(t)
 	rng := rand.New(rand.NewPCG(seed, seed^0xed6e))
 	e := startStack(t, nil)
-	accountID, key := e.account(1000)
-	const start = 1000 * 1_000_000
-	e.waitBalance(accountID, start)
+	accountID, key, start := e.settledAccount(1000)
 
 	l := startEdgeLoad(e, key, 6)
 	l.killTwice(t, e, rng, e.s.Edges[0], 300*time.Millisecond)
@@ -317,9 +315,7 @@ func TestEdgeKilledUnderLoad(t *testing.T) {
 // exactly once.
 func TestEdgeServesThroughKafkaOutage(t *testing.T) {
 	e := startStack(t, nil)
-	accountID, key := e.account(1000)
-	const start = 1000 * 1_000_000
-	e.waitBalance(accountID, start)
+	accountID, key, start := e.settledAccount(1000)
 
 	l := startEdgeLoad(e, key, 4)
 	time.Sleep(1500 * time.Millisecond)
@@ -363,9 +359,7 @@ func TestBrokerKilledUnderLoad(t *testing.T) {
 	seed := faultSeed(t)
 	rng := rand.New(rand.NewPCG(seed, seed^0xb40c))
 	e := startStack(t, nil)
-	accountID, key := e.account(1000)
-	const start = 1000 * 1_000_000
-	e.waitBalance(accountID, start)
+	accountID, key, start := e.settledAccount(1000)
 
 	l := startEdgeLoad(e, key, 4)
 	l.killTwice(t, e, rng, e.s.Kafka, 500*time.Millisecond)

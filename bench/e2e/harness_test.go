@@ -134,6 +134,16 @@ func (e *env) account(credits int64) (id, key string) {
 	return id, key
 }
 
+// settledAccount is account(credits) once its top-up has settled; start is its balance in
+// microcredits.
+func (e *env) settledAccount(credits int64) (id, key string, start int64) {
+	e.t.Helper()
+	id, key = e.account(credits)
+	start = credits * 1_000_000
+	e.waitBalance(id, start)
+	return id, key, start
+}
+
 // waitBalance polls until the settled balance equals want, failing after 30 s.
 func (e *env) waitBalance(accountID string, want int64) {
 	e.t.Helper()

@@ -29,16 +29,13 @@ func runKafka(args []string) int {
 	addr := fs.String("addr", "127.0.0.1:9092", "listen address (host must be 127.0.0.1)")
 	dataDir := fs.String("data-dir", ".data/kafka", "persistence directory")
 	partitions := fs.Int("partitions", usage.TopicPartitions, "partitions of each topic created on first start")
-	syncWrites := fs.Bool("sync-writes", false, "fsync every produced batch and offset commit before acknowledging it (default: written to the log file, fsynced at segment roll and shutdown, like Kafka's default) (env TOLLGATE_KAFKA_SYNC_WRITES, which `devstack up` passes on)")
-	_ = fs.Parse(args)
-	if v := os.Getenv("TOLLGATE_KAFKA_SYNC_WRITES"); v != "" && !flagSet(fs, "sync-writes") {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "kafka: TOLLGATE_KAFKA_SYNC_WRITES=%q: want true or false\n", v)
-			return 2
-		}
-		*syncWrites = b
+	syncDefault, err := strconv.ParseBool(envOr("TOLLGATE_KAFKA_SYNC_WRITES", "false"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kafka: TOLLGATE_KAFKA_SYNC_WRITES: want true or false: %v\n", err)
+		return 2
 	}
+	syncWrites := fs.Bool("sync-writes", syncDefault, "fsync every produced batch and offset commit before acknowledging it (default: written to the log file, fsynced at segment roll and shutdown, like Kafka's default) (env TOLLGATE_KAFKA_SYNC_WRITES, which `devstack up` passes on)")
+	_ = fs.Parse(args)
 
 	_, portStr, err := net.SplitHostPort(*addr)
 	port, perr := strconv.Atoi(portStr)
@@ -66,11 +63,4 @@ func runKafka(args []string) int {
 	<-sig
 	c.Close()
 	return 0
-}
-
-// flagSet reports whether the command line set the named flag.
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }

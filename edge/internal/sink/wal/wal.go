@@ -512,14 +512,10 @@ func (w *WAL) syncRound() {
 	close(r.done)
 }
 
+// fail stops the log for good.
 func (w *WAL) fail(err error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.failLocked(err)
-}
-
-// failLocked stops the log for good. Called with w.mu held.
-func (w *WAL) failLocked(err error) error {
 	if w.failed == nil {
 		w.failed = err
 		w.broken.Store(true)

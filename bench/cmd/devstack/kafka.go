@@ -28,7 +28,12 @@ func runKafka(args []string) int {
 	fs := flag.NewFlagSet("devstack kafka", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:9092", "listen address (host must be 127.0.0.1)")
 	dataDir := fs.String("data-dir", ".data/kafka", "persistence directory")
-	partitions := fs.Int("partitions", usage.TopicPartitions, "partitions of each topic created on first start")
+	partitionsDefault, err := strconv.Atoi(envOr("TOLLGATE_KAFKA_PARTITIONS", strconv.Itoa(usage.TopicPartitions)))
+	if err != nil || partitionsDefault < 1 {
+		fmt.Fprintf(os.Stderr, "kafka: TOLLGATE_KAFKA_PARTITIONS: want a count of at least 1, got %q\n", os.Getenv("TOLLGATE_KAFKA_PARTITIONS"))
+		return 2
+	}
+	partitions := fs.Int("partitions", partitionsDefault, "partitions of each topic created on first start (env TOLLGATE_KAFKA_PARTITIONS, which ledgerd and the edge read too)")
 	syncDefault, err := strconv.ParseBool(envOr("TOLLGATE_KAFKA_SYNC_WRITES", "false"))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kafka: TOLLGATE_KAFKA_SYNC_WRITES: want true or false: %v\n", err)

@@ -142,7 +142,8 @@ type Ledger struct {
 type Kafka struct {
 	// Brokers are Kafka bootstrap addresses. Default: ["127.0.0.1:9092"].
 	Brokers []string `yaml:"brokers"`
-	// Partitions is the partition count used when the edge creates usage.v1. Default: 6.
+	// Partitions is the partition count used when the edge creates usage.v1. Default: 8
+	// (usage.TopicPartitions).
 	Partitions int `yaml:"partitions"`
 	// WriteTimeout bounds one produce request. Default: 10s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`

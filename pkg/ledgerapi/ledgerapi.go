@@ -5,6 +5,7 @@
 // Routes:
 //
 //	GET  /internal/v1/keys/{sha256-hex}           → 200 Key | 404 (unknown key)
+//	POST /internal/v1/keys/lookup                 KeyLookup → 200 KeyLookupResult | 400
 //	GET  /internal/v1/accounts/{id}/balance       → 200 Balance
 //	POST /internal/v1/leases                      Grant → 200 Lease | 402 Error (cannot cover min)
 //	POST /internal/v1/leases/{lease_id}/extend    Extend → 200 Lease | 402 Error
@@ -26,6 +27,33 @@ type Key struct {
 	AccountStatus string `json:"account_status"` // "active" | "suspended"
 	// RateLimitRPM is requests per minute for this key; 0 means no limit.
 	RateLimitRPM int `json:"rate_limit_rpm"`
+}
+
+// KeyLookupHashesMax bounds the hashes of one KeyLookup. 512 hashes are a body of about
+// 34 KB, well inside ledgerd's 64 KiB request limit, and one IN list of the store's query.
+const KeyLookupHashesMax = 512
+
+// KeyLookup asks for many keys in one call (POST /internal/v1/keys/lookup): the edge
+// refreshes the keys in use this way, one call per batch instead of one per key. Hashes are
+// lower-case hex SHA-256 digests of secrets, 1..KeyLookupHashesMax of them; duplicates are
+// answered once. ledgerd refuses the whole request with a 400 when any hash is not 64
+// lower-case hex digits or there are none or too many (a body over 64 KiB is a 413), and a
+// lookup changes nothing either way.
+//
+// A ledgerd older than this call answers 405 (or 404): the edge then looks its keys up one
+// by one with GET /internal/v1/keys/{sha256-hex}.
+type KeyLookup struct {
+	Hashes []string `json:"hashes"`
+}
+
+// KeyLookupResult answers a KeyLookup: the record of every key ledgerd knows, under the hash
+// it was asked for, with the same fields as the single lookup's Key. A hash ledgerd does not
+// know is absent, which is the batch form of the single lookup's 404 (the edge then caches
+// the key as unknown); a revoked key is present with revoked=true.
+//
+//	{"keys":{"<sha256-hex>":{"key_id":…,"account_id":…,"revoked":false,"account_status":"active","rate_limit_rpm":0}}}
+type KeyLookupResult struct {
+	Keys map[string]Key `json:"keys"`
 }
 
 // Account statuses.

@@ -1,5 +1,6 @@
-// Package edgeapi serves the edge-facing internal API (pkg/ledgerapi): key lookup by hash,
-// account balance, and credit leases. Every call needs the shared secret as a bearer token.
+// Package edgeapi serves the edge-facing internal API (pkg/ledgerapi): key lookup by hash
+// (one key, or a batch), account balance, and credit leases. Every call needs the shared
+// secret as a bearer token.
 package edgeapi
 
 import (
@@ -55,6 +56,10 @@ func New(cfg Config) http.Handler {
 		mux.Handle(pattern, jsonapi.Handler(cfg.Logger, fn))
 	}
 	route("GET /internal/v1/keys/{hash}", a.key)
+	// Other methods on /keys/lookup reach the routes of /keys/{hash}: GET is the lookup of a
+	// key that cannot exist (404), the rest 405. A ledgerd from before the batch lookup
+	// answers its POST with that 405, which is how an edge knows to look keys up one by one.
+	route("POST /internal/v1/keys/lookup", a.keys)
 	route("GET /internal/v1/accounts/{id}/balance", a.balance)
 	route("POST /internal/v1/leases", a.grant)
 	route("POST /internal/v1/leases/{lease_id}/extend", a.extend)
@@ -97,9 +102,41 @@ func (a *api) key(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	jsonapi.WriteJSON(w, http.StatusOK, ledgerapi.Key{KeyID: k.ID, AccountID: k.AccountID, Revoked: !k.RevokedAt.IsZero(),
-		AccountStatus: k.AccountStatus, RateLimitRPM: k.RateLimitRPM})
+	jsonapi.WriteJSON(w, http.StatusOK, apiKey(k))
 	return nil
+}
+
+// keys answers a batch lookup (ledgerapi.KeyLookup): the edges refresh the keys in use with
+// it, one call per batch. Unlike the single lookup, where a malformed hash is just an unknown
+// key, a malformed hash here refuses the whole request: only a broken client sends one.
+func (a *api) keys(w http.ResponseWriter, r *http.Request) error {
+	var req ledgerapi.KeyLookup
+	if err := jsonapi.Decode(w, r, &req); err != nil {
+		return err
+	}
+	if len(req.Hashes) == 0 || len(req.Hashes) > ledgerapi.KeyLookupHashesMax {
+		return invalid("hashes: want 1..%d, got %d", ledgerapi.KeyLookupHashesMax, len(req.Hashes))
+	}
+	for i, h := range req.Hashes {
+		if !isLowerHex64(h) {
+			return invalid("hashes[%d]: want a SHA-256 as 64 lower-case hex digits", i)
+		}
+	}
+	keys, err := a.Store.KeysByHash(r.Context(), req.Hashes)
+	if err != nil {
+		return err
+	}
+	res := ledgerapi.KeyLookupResult{Keys: make(map[string]ledgerapi.Key, len(keys))}
+	for h, k := range keys {
+		res.Keys[h] = apiKey(k)
+	}
+	jsonapi.WriteJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func apiKey(k store.Key) ledgerapi.Key {
+	return ledgerapi.Key{KeyID: k.ID, AccountID: k.AccountID, Revoked: !k.RevokedAt.IsZero(),
+		AccountStatus: k.AccountStatus, RateLimitRPM: k.RateLimitRPM}
 }
 
 func (a *api) balance(w http.ResponseWriter, r *http.Request) error {

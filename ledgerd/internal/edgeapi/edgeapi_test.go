@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -134,6 +135,115 @@ func TestKeyLookupAndBalance(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, e.call("GET", "/internal/v1/accounts/acct_nope/balance", nil, nil))
 }
 
+// The batch lookup on a real SQLite ledger: every known key under its hash with the single
+// lookup's fields, unknown hashes absent, duplicates answered once.
+func TestKeyBatchLookup(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	active, suspended := e.account(10), e.account(0)
+	hash := func(secret string) string {
+		sum := sha256.Sum256([]byte(secret))
+		return hex.EncodeToString(sum[:])
+	}
+	insert := func(acct, secret string) store.Key {
+		k, err := e.store.InsertKey(ctx, store.NewKey{AccountID: acct, Name: secret, Hash: hash(secret), Prefix: secret[:4]})
+		require.NoError(t, err)
+		return k
+	}
+	k1, k2, k3 := insert(active, "sk-one"), insert(active, "sk-two"), insert(suspended, "sk-three")
+	require.NoError(t, e.store.RevokeKey(ctx, k2.ID))
+	_, err := e.store.SetAccountStatus(ctx, suspended, store.StatusSuspended)
+	require.NoError(t, err)
+
+	var res ledgerapi.KeyLookupResult
+	require.Equal(t, http.StatusOK, e.call("POST", "/internal/v1/keys/lookup", ledgerapi.KeyLookup{Hashes: []string{
+		hash("sk-one"), hash("sk-two"), hash("sk-three"), hash("sk-unknown"), hash("sk-one")}}, &res))
+	require.Equal(t, map[string]ledgerapi.Key{
+		hash("sk-one"):   {KeyID: k1.ID, AccountID: active, AccountStatus: "active"},
+		hash("sk-two"):   {KeyID: k2.ID, AccountID: active, Revoked: true, AccountStatus: "active"},
+		hash("sk-three"): {KeyID: k3.ID, AccountID: suspended, AccountStatus: "suspended"},
+	}, res.Keys)
+	for h, want := range res.Keys {
+		var single ledgerapi.Key
+		require.Equal(t, http.StatusOK, e.call("GET", "/internal/v1/keys/"+h, nil, &single))
+		require.Equal(t, want, single, "the same record as the single lookup")
+	}
+
+	// A full batch of unknown keys is an empty answer.
+	full := make([]string, ledgerapi.KeyLookupHashesMax)
+	for i := range full {
+		full[i] = hash(fmt.Sprint("sk-nope-", i))
+	}
+	res = ledgerapi.KeyLookupResult{}
+	require.Equal(t, http.StatusOK, e.call("POST", "/internal/v1/keys/lookup", ledgerapi.KeyLookup{Hashes: full}, &res))
+	require.Empty(t, res.Keys)
+}
+
+// Bad batch lookups are refused whole with a clear error in the API's shape, and change
+// nothing.
+func TestKeyBatchLookupRefusals(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	acct := e.account(10)
+	sum := sha256.Sum256([]byte("sk-one"))
+	good := hex.EncodeToString(sum[:])
+	_, err := e.store.InsertKey(ctx, store.NewKey{AccountID: acct, Name: "k", Hash: good, Prefix: "sk-o"})
+	require.NoError(t, err)
+	keysBefore, err := e.store.Keys(ctx, acct)
+	require.NoError(t, err)
+	acctBefore, err := e.store.Account(ctx, acct)
+	require.NoError(t, err)
+
+	hashes := func(n int) string {
+		return `{"hashes":["` + strings.TrimSuffix(strings.Repeat(good+`","`, n), `","`) + `"]}`
+	}
+	for _, tc := range []struct {
+		name, body string
+		status     int
+		typ, msg   string
+	}{
+		{"too many", hashes(ledgerapi.KeyLookupHashesMax + 1), 400, "invalid_request_error", "hashes: want 1..512, got 513"},
+		{"none", `{"hashes":[]}`, 400, "invalid_request_error", "hashes: want 1..512, got 0"},
+		{"no field", `{}`, 400, "invalid_request_error", "hashes: want 1..512, got 0"},
+		{"null", `{"hashes":null}`, 400, "invalid_request_error", "hashes: want 1..512, got 0"},
+		{"not hex", `{"hashes":["` + good + `","` + strings.Repeat("z", 64) + `"]}`, 400, "invalid_request_error", "hashes[1]: want a SHA-256 as 64 lower-case hex digits"},
+		{"upper case", `{"hashes":["` + strings.ToUpper(good) + `"]}`, 400, "invalid_request_error", "hashes[0]: want a SHA-256"},
+		{"short", `{"hashes":["` + good[:63] + `"]}`, 400, "invalid_request_error", "hashes[0]: want a SHA-256"},
+		{"not a string", `{"hashes":[1]}`, 400, "invalid_request_error", "malformed JSON"},
+		{"not a list", `{"hashes":"` + good + `"}`, 400, "invalid_request_error", "malformed JSON"},
+		{"unknown field", `{"hashes":["` + good + `"],"x":1}`, 400, "invalid_request_error", "malformed JSON"},
+		{"malformed", `{"hashes":[`, 400, "invalid_request_error", "malformed JSON"},
+		{"trailing data", `{"hashes":["` + good + `"]}{}`, 400, "invalid_request_error", "trailing data"},
+		{"empty body", ``, 400, "invalid_request_error", "empty body"},
+		{"over the body limit", hashes(2000), 413, "request_too_large", "body over 65536 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var apiErr ledgerapi.Error
+			require.Equal(t, tc.status, e.call("POST", "/internal/v1/keys/lookup", tc.body, &apiErr))
+			require.Equal(t, tc.typ, apiErr.Error.Type)
+			require.Contains(t, apiErr.Error.Message, tc.msg)
+		})
+	}
+
+	// Other methods on the route: GET is the single lookup of a key that cannot exist.
+	require.Equal(t, http.StatusNotFound, e.call("GET", "/internal/v1/keys/lookup", nil, nil))
+	require.Equal(t, http.StatusMethodNotAllowed, e.call("PUT", "/internal/v1/keys/lookup", hashes(1), nil))
+	req, _ := http.NewRequest("POST", e.url+"/internal/v1/keys/lookup", strings.NewReader(hashes(1)))
+	req.Header.Set("Authorization", "Bearer not-the-secret")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+
+	keysAfter, err := e.store.Keys(ctx, acct)
+	require.NoError(t, err)
+	require.Equal(t, keysBefore, keysAfter)
+	acctAfter, err := e.store.Account(ctx, acct)
+	require.NoError(t, err)
+	require.Equal(t, acctBefore, acctAfter)
+	require.NoError(t, e.store.Check(ctx))
+}
+
 func TestLeases(t *testing.T) {
 	e := newEnv(t)
 	id := e.account(10)
@@ -216,15 +326,16 @@ func TestLeaseValidation(t *testing.T) {
 	require.Equal(t, http.StatusMethodNotAllowed, e.call("GET", "/internal/v1/leases", nil, nil))
 }
 
-// FuzzLeaseBodies: whatever bytes an edge sends to the lease routes, the answer is a
-// deliberate one (never a 500), and the books still balance.
+// FuzzLeaseBodies: whatever bytes an edge sends to the lease routes or the batch key lookup,
+// the answer is a deliberate one (never a 500), and the books still balance.
 func FuzzLeaseBodies(f *testing.F) {
 	for _, s := range []string{`{"account_id":"A","edge_id":"e","want_microcredits":5,"min_microcredits":1}`,
 		`{"want_microcredits":5,"min_microcredits":1,"spent_microcredits":2}`, `{"spent_microcredits":3}`,
-		`{"want_microcredits":-1}`, `[]`, `null`, `{"account_id":"A","edge_id":"e","want_microcredits":9e99}`, "\x00"} {
-		f.Add(s, uint8(0))
-		f.Add(s, uint8(1))
-		f.Add(s, uint8(2))
+		`{"want_microcredits":-1}`, `[]`, `null`, `{"account_id":"A","edge_id":"e","want_microcredits":9e99}`, "\x00",
+		`{"hashes":["` + strings.Repeat("0", 64) + `"]}`, `{"hashes":["\u0000"]}`, `{"hashes":[]}`} {
+		for route := range uint8(4) {
+			f.Add(s, route)
+		}
 	}
 	clock := storetest.NewClock()
 	s, err := sqlite.Open(context.Background(), filepath.Join(f.TempDir(), "ledger.db"), nil, clock.Now)
@@ -238,7 +349,8 @@ func FuzzLeaseBodies(f *testing.F) {
 	require.NoError(f, err)
 	h := edgeapi.New(edgeapi.Config{Store: s, Secret: secret, Logger: slog.New(slog.DiscardHandler)})
 	f.Fuzz(func(t *testing.T, body string, route uint8) {
-		path := []string{"/internal/v1/leases", "/internal/v1/leases/" + l.ID + "/extend", "/internal/v1/leases/" + l.ID + "/release"}[route%3]
+		path := []string{"/internal/v1/leases", "/internal/v1/leases/" + l.ID + "/extend", "/internal/v1/leases/" + l.ID + "/release",
+			"/internal/v1/keys/lookup"}[route%4]
 		body = strings.ReplaceAll(body, `"A"`, `"`+a.ID+`"`)
 		req := httptest.NewRequest("POST", path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+secret)

@@ -63,7 +63,7 @@ type Key struct {
 	RateLimitRPM  int    // 0: no limit
 	CreatedAt     time.Time
 	RevokedAt     time.Time // zero while active
-	AccountStatus string    // filled by KeyByHash
+	AccountStatus string    // filled by KeyByHash and KeysByHash
 }
 
 // NewKey is a key to insert; the caller generated the secret and hashed it.
@@ -270,6 +270,9 @@ type Store interface {
 	Keys(ctx context.Context, accountID string) ([]Key, error)
 	RevokeKey(ctx context.Context, keyID string) error
 	KeyByHash(ctx context.Context, hash string) (Key, error)
+	// KeysByHash finds the keys of hashes, with their accounts' status, by hash; a hash no key
+	// has is absent. One query for up to 4,096 hashes (the internal API sends at most 512).
+	KeysByHash(ctx context.Context, hashes []string) (map[string]Key, error)
 
 	// TopUp answers replayed=true with the original result when OrderID was used before with
 	// the same request, and ErrConflict when with a different one.

@@ -201,3 +201,33 @@ func (s *Store) KeyByHash(ctx context.Context, hash string) (store.Key, error) {
 	k.AccountStatus = status
 	return k, nil
 }
+
+// KeysByHash finds the keys of hashes, with their accounts' status, by hash: one query per
+// inListMax hashes, so one for any batch the internal API accepts. A hash no key has is
+// absent from the answer; duplicates are answered once.
+func (s *Store) KeysByHash(ctx context.Context, hashes []string) (map[string]store.Key, error) {
+	out := make(map[string]store.Key, len(hashes))
+	for start := 0; start < len(hashes); start += inListMax {
+		in, args := s.inList(hashes[start:min(start+inListMax, len(hashes))])
+		rows, err := s.r.QueryContext(ctx, `SELECT `+keyCols+`, a.status, k.hash FROM api_keys k
+			JOIN accounts a ON a.id = k.account_id WHERE k.hash IN (`+in+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read keys: %w", err)
+		}
+		var status, hash string
+		for rows.Next() {
+			k, err := scanKey(rows, &status, &hash)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("scan key: %w", err)
+			}
+			k.AccountStatus = status
+			out[hash] = k
+		}
+		// Err, not only Close: an error that ended the iteration is reported by Err alone.
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return nil, fmt.Errorf("read keys: %w", err)
+		}
+	}
+	return out, nil
+}

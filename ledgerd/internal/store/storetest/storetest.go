@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -182,6 +184,37 @@ func testKeys(t *testing.T, s store.Store, c *Clock) {
 	require.Equal(t, store.StatusSuspended, got.AccountStatus)
 	_, err = s.Keys(ctx(), "acct_missing")
 	require.ErrorIs(t, err, store.ErrNotFound)
+
+	// The batch lookup answers what KeyByHash answers, for every known hash at once; unknown
+	// hashes are absent and duplicates are answered once.
+	b := newAccount(t, s, 0)
+	k3, err := s.InsertKey(ctx(), store.NewKey{AccountID: b.ID, Name: "other", Hash: hash("sk-3"), Prefix: "sk-tg-cccc"})
+	require.NoError(t, err)
+	byHash, err := s.KeysByHash(ctx(), []string{hash("sk-1"), hash("sk-unknown"), hash("sk-2"), hash("sk-3"), hash("sk-1")})
+	require.NoError(t, err)
+	require.Len(t, byHash, 3)
+	for _, secret := range []string{"sk-1", "sk-2", "sk-3"} {
+		one, err := s.KeyByHash(ctx(), hash(secret))
+		require.NoError(t, err)
+		require.Equal(t, one, byHash[hash(secret)], secret)
+	}
+	require.Equal(t, k3.ID, byHash[hash("sk-3")].ID)
+	require.Equal(t, store.StatusActive, byHash[hash("sk-3")].AccountStatus)
+	require.Equal(t, store.StatusSuspended, byHash[hash("sk-2")].AccountStatus)
+	require.False(t, byHash[hash("sk-1")].RevokedAt.IsZero())
+	byHash, err = s.KeysByHash(ctx(), nil)
+	require.NoError(t, err)
+	require.Empty(t, byHash)
+
+	// A batch past one IN list (4,096 hashes) still finds every key.
+	many := make([]string, 5000)
+	for i := range many {
+		many[i] = hash(fmt.Sprint("sk-none-", i))
+	}
+	many[4999] = hash("sk-3")
+	byHash, err = s.KeysByHash(ctx(), many)
+	require.NoError(t, err)
+	require.Equal(t, []string{hash("sk-3")}, slices.Collect(maps.Keys(byHash)))
 }
 
 func testTopUp(t *testing.T, s store.Store, _ *Clock) {

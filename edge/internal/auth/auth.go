@@ -7,6 +7,10 @@
 //     it is refreshed in the background before then, so requests never wait for ledgerd;
 //     past TTL it is reloaded before use. So a revocation takes effect on every edge within
 //     TTL plus one ledgerd call.
+//   - background refreshes are batched: a hit on a record older than ¾ of TTL queues its
+//     key, and one refresher goroutine reloads the queued keys with one ledgerd call per
+//     ledgerapi.KeyLookupHashesMax keys (see refresher). So ledgerd's load follows the rounds,
+//     not the number of keys in use; a ledgerd without the batch call gets one call per key.
 //   - an unknown key is remembered as unknown for NegativeTTL, so a flood of one bad key
 //     costs ledgerd one call per NegativeTTL, not one per request.
 //   - concurrent misses for the same key share one ledgerd call.
@@ -20,6 +24,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -62,6 +67,40 @@ const retention = 2 * time.Minute
 type KeySource interface {
 	LookupKey(ctx context.Context, hashHex string) (ledgerapi.Key, error)
 }
+
+// KeyBatchSource is a KeySource that also looks up to ledgerapi.KeyLookupHashesMax keys up in
+// one call, answering the keys it knows by hash and leaving the unknown ones out;
+// ledger.ErrUnsupported when the ledgerd behind it has no such call. *ledger.Client
+// implements it. The background refresh uses it when the source has it, and one LookupKey
+// per key otherwise.
+type KeyBatchSource interface {
+	KeySource
+	LookupKeys(ctx context.Context, hashes []string) (map[string]ledgerapi.Key, error)
+}
+
+// Background refresh (refresher).
+const (
+	// refreshLinger is how long the refresher gathers once a key is due before it calls
+	// ledgerd, so that keys coming due together — a burst, or the keys one call refreshed
+	// last time, which come due together again — take one call: at most 20 rounds a second
+	// however many keys are in use. A TTL under 800 ms shortens it to TTL/16 (a quarter of
+	// the time between the refresh age and TTL), so the refresh still lands before TTL.
+	refreshLinger = 50 * time.Millisecond
+	// refreshQueueMax bounds the keys waiting for the refresher. When the queue is full a hit
+	// does not wait: it clears its key's mark and a later hit queues it again; a key that
+	// never gets in is reloaded before use once past TTL, as today.
+	refreshQueueMax = 4096
+	// refreshEachMax bounds the single lookups in flight when the refresh falls back to one
+	// call per key.
+	refreshEachMax = 16
+	// batchRetry: after ledgerd answered that it has no batch lookup (an edge upgraded before
+	// ledgerd), keys are refreshed one call each for this long, then the batch is tried again.
+	batchRetry = time.Minute
+	// refreshFailurePause is how many lingers the refresher waits after a failed round, so
+	// that a failing ledgerd is asked, and the failure logged, about twice a second rather
+	// than twenty times. Keys that come due meanwhile wait in the queue.
+	refreshFailurePause = 10
+)
 
 // Config of the Authenticator. All fields are required.
 type Config struct {
@@ -108,24 +147,36 @@ type entry struct {
 	principal  Principal
 	status     status
 	loaded     int64       // Unix ns when ledgerd answered
-	refreshing atomic.Bool // a background refresh is running
+	refreshing atomic.Bool // queued for, or in, a background refresh
 }
 
 // Authenticator authenticates keys. It is safe for concurrent use.
 type Authenticator struct {
 	cfg       Config
 	src       KeySource
+	batch     KeyBatchSource // src, when it has the batch lookup; else nil
 	log       *slog.Logger
 	cache     *ristretto.Cache[uint64, *entry]
 	flight    flight.Group[[sha256.Size]byte, *entry]
-	refreshAt int64      // ns of age after which a hit starts a background refresh
-	mu        sync.Mutex // orders wg.Add against Close
-	wg        sync.WaitGroup
-	closed    bool
+	refreshAt int64 // ns of age after which a hit queues a background refresh
+
+	pending chan *entry   // keys due for a refresh, each marked refreshing; refreshQueueMax
+	linger  time.Duration // refreshLinger, or less for a short TTL
+	// batchAfter is when the refresher may try the batch lookup again after ledgerd did not
+	// have it. Only the refresher goroutine uses it.
+	batchAfter time.Time
+	ctx        context.Context // every ledgerd call's parent; cancelled by Close
+	stop       context.CancelFunc
+	done       chan struct{} // closed when the refresher has returned
+	closeOnce  sync.Once
 }
 
-// New builds an Authenticator over src.
+// New builds an Authenticator over src and starts its refresher; Close stops it.
 func New(cfg Config, src KeySource, log *slog.Logger) (*Authenticator, error) {
+	return newAuthenticator(cfg, src, log, min(refreshLinger, cfg.TTL/16))
+}
+
+func newAuthenticator(cfg Config, src KeySource, log *slog.Logger, linger time.Duration) (*Authenticator, error) {
 	cache, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters:        int64(cfg.CacheMax) * 10,
 		MaxCost:            int64(cfg.CacheMax),
@@ -139,8 +190,12 @@ func New(cfg Config, src KeySource, log *slog.Logger) (*Authenticator, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Authenticator{cfg: cfg, src: src, log: log, cache: cache,
-		refreshAt: int64(cfg.TTL) * 3 / 4}, nil
+	a := &Authenticator{cfg: cfg, src: src, log: log, cache: cache, refreshAt: int64(cfg.TTL) * 3 / 4,
+		pending: make(chan *entry, refreshQueueMax), linger: linger, done: make(chan struct{})}
+	a.batch, _ = src.(KeyBatchSource)
+	a.ctx, a.stop = context.WithCancel(context.Background())
+	go a.refresher()
+	return a, nil
 }
 
 // The cache is keyed by the first 8 bytes of the SHA-256 digest: it is already uniformly
@@ -166,7 +221,7 @@ func (a *Authenticator) Authenticate(key []byte) (*Principal, error) {
 		age := now - e.loaded
 		if e.status == statusUnknown || age < int64(a.cfg.TTL) {
 			if age > a.refreshAt && e.status != statusUnknown && e.refreshing.CompareAndSwap(false, true) {
-				a.refreshInBackground(sum, e)
+				a.queueRefresh(e)
 			}
 			return e.result()
 		}
@@ -191,51 +246,182 @@ func (e *entry) result() (*Principal, error) {
 	return &e.principal, nil
 }
 
-// refreshInBackground reloads e's key before its TTL runs out, so no request waits for it.
-// At most one refresh per key runs at a time (e.refreshing), and only in steady traffic, so
-// these goroutines are few.
-func (a *Authenticator) refreshInBackground(sum [sha256.Size]byte, e *entry) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
+// queueRefresh hands e, just marked refreshing, to the refresher without waiting: when the
+// queue is full it clears the mark instead, so a later hit tries again.
+func (a *Authenticator) queueRefresh(e *entry) {
+	select {
+	case a.pending <- e:
+	default:
 		e.refreshing.Store(false)
-		return
 	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		if _, err := a.load(sum, e); err != nil {
-			// The old record stays valid until its TTL; the next hit tries again.
-			e.refreshing.Store(false)
-			a.log.Warn("key_refresh_failed", "error", err)
+}
+
+// refresher is the one goroutine that refreshes keys in the background. It sleeps until a
+// key is queued, gathers for a.linger so the keys coming due together make one round, and
+// reloads the round (refresh). Rounds run one at a time, so ledgerd sees at most one
+// refresh call of this node at a time — a round of the fallback excepted (refreshEach).
+func (a *Authenticator) refresher() {
+	defer close(a.done)
+	round := make([]*entry, 0, refreshQueueMax)
+	timer := time.NewTimer(a.linger)
+	timer.Stop()
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case e := <-a.pending:
+			round = append(round, e)
 		}
-	}()
+		timer.Reset(a.linger)
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-timer.C:
+		}
+	gather:
+		for len(round) < refreshQueueMax {
+			select {
+			case e := <-a.pending:
+				round = append(round, e)
+			default:
+				break gather
+			}
+		}
+		ok := a.refresh(round)
+		clear(round) // no references to replaced records
+		round = round[:0]
+		if !ok {
+			timer.Reset(refreshFailurePause * a.linger)
+			select {
+			case <-a.ctx.Done():
+				return
+			case <-timer.C:
+			}
+		}
+	}
+}
+
+// refresh reloads the keys of round: in calls of ledgerapi.KeyLookupHashesMax keys through
+// the batch lookup, else one call per key. A key ledgerd no longer knows becomes unknown.
+// When a call fails, the keys it did not reload keep their records, which are trusted until
+// their TTL as before, and the round logs once. Every mark is cleared at the end: a reloaded
+// key's record has been replaced (or the cache dropped the new one, and a later hit should
+// try again), and any other key is queued again by its next hit. It reports whether every
+// key was reloaded.
+func (a *Authenticator) refresh(round []*entry) bool {
+	// Two records of one key may be due (a reload replaced the first while it waited): the
+	// key is asked for once, and its last record hands over the rate limiter.
+	prev := make(map[string]*entry, len(round))
+	hashes := make([]string, 0, len(round))
+	for _, e := range round {
+		h := hex.EncodeToString(e.digest[:])
+		if prev[h] == nil {
+			hashes = append(hashes, h)
+		}
+		prev[h] = e
+	}
+	done, err := 0, error(nil)
+	if a.batch != nil && !time.Now().Before(a.batchAfter) {
+		done, err = a.refreshBatches(hashes, prev)
+		if errors.Is(err, ledger.ErrUnsupported) {
+			a.batchAfter = time.Now().Add(batchRetry)
+			a.log.Info("key_batch_lookup_unsupported", "retry_in", batchRetry)
+			err = nil
+		}
+	}
+	failed := len(hashes) - done
+	if err == nil && done < len(hashes) {
+		failed, err = a.refreshEach(hashes[done:], prev)
+	}
+	if err != nil && a.ctx.Err() == nil {
+		a.log.Warn("key_refresh_failed", "keys_failed", failed, "keys_due", len(hashes), "error", err)
+	}
+	for _, e := range round {
+		e.refreshing.Store(false)
+	}
+	return err == nil
+}
+
+// refreshBatches reloads hashes with the batch lookup and returns how many it reloaded before
+// the first failure.
+func (a *Authenticator) refreshBatches(hashes []string, prev map[string]*entry) (int, error) {
+	for start := 0; start < len(hashes); start += ledgerapi.KeyLookupHashesMax {
+		part := hashes[start:min(start+ledgerapi.KeyLookupHashesMax, len(hashes))]
+		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.Timeout)
+		keys, err := a.batch.LookupKeys(ctx, part)
+		cancel()
+		if err != nil {
+			return start, err
+		}
+		for _, h := range part {
+			k, ok := keys[h]
+			a.put(prev[h].digest, k, ok, prev[h])
+		}
+		a.cache.Wait()
+	}
+	return len(hashes), nil
+}
+
+// refreshEach reloads hashes one LookupKey each, refreshEachMax at a time: the refresh of a
+// ledgerd without the batch lookup. It returns how many failed and the first error.
+func (a *Authenticator) refreshEach(hashes []string, prev map[string]*entry) (int, error) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed int
+	var first error
+	slots := make(chan struct{}, refreshEachMax)
+	for _, h := range hashes {
+		if a.ctx.Err() != nil {
+			break
+		}
+		slots <- struct{}{}
+		e := prev[h]
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if _, err := a.load(e.digest, e); err != nil {
+				mu.Lock()
+				failed++
+				first = cmp.Or(first, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return failed, first
 }
 
 // load asks ledgerd for the key, shared with concurrent callers for the same key, and caches
 // the answer. prev (may be nil) is the record being replaced; its rate limiter carries over.
 func (a *Authenticator) load(sum [sha256.Size]byte, prev *entry) (*entry, error) {
 	e, err, _ := a.flight.Do(sum, func() (*entry, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Timeout)
+		ctx, cancel := context.WithTimeout(a.ctx, a.cfg.Timeout)
 		defer cancel()
 		k, err := a.src.LookupKey(ctx, hex.EncodeToString(sum[:]))
-		key := cacheKey(&sum)
-		if errors.Is(err, ledger.ErrNotFound) {
-			e := &entry{digest: sum, status: statusUnknown, loaded: a.cfg.Now().UnixNano()}
-			a.cache.SetWithTTL(key, e, 1, a.cfg.NegativeTTL)
-			a.cache.Wait() // visible before the shared call ends, so no second miss follows it
-			return e, nil
-		}
-		if err != nil {
+		found := err == nil
+		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
 			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		e := newEntry(k, prev, a.cfg.Now().UnixNano())
-		e.digest = sum
-		a.cache.SetWithTTL(key, e, 1, retention)
-		a.cache.Wait()
+		e := a.put(sum, k, found, prev)
+		a.cache.Wait() // visible before the shared call ends, so no second miss follows it
 		return e, nil
 	})
 	return e, err
+}
+
+// put caches ledgerd's answer for sum: k when found, else an unknown key (for NegativeTTL).
+// prev (may be nil) is the record being replaced; its rate limiter carries over. The record
+// is visible to Get after a.cache.Wait.
+func (a *Authenticator) put(sum [sha256.Size]byte, k ledgerapi.Key, found bool, prev *entry) *entry {
+	now := a.cfg.Now().UnixNano()
+	if !found {
+		e := &entry{digest: sum, status: statusUnknown, loaded: now}
+		a.cache.SetWithTTL(cacheKey(&sum), e, 1, a.cfg.NegativeTTL)
+		return e
+	}
+	e := newEntry(k, prev, now)
+	e.digest = sum
+	a.cache.SetWithTTL(cacheKey(&sum), e, 1, retention)
+	return e
 }
 
 func newEntry(k ledgerapi.Key, prev *entry, now int64) *entry {
@@ -260,15 +446,12 @@ func newEntry(k ledgerapi.Key, prev *entry, now int64) *entry {
 	return e
 }
 
-// Close waits for background refreshes and frees the cache. Idempotent.
+// Close stops the refresher — a refresh in flight is cancelled, queued keys are dropped —
+// waits for it to return, and frees the cache. Idempotent.
 func (a *Authenticator) Close() {
-	a.mu.Lock()
-	was := a.closed
-	a.closed = true
-	a.mu.Unlock()
-	if was {
-		return
-	}
-	a.wg.Wait()
-	a.cache.Close()
+	a.closeOnce.Do(func() {
+		a.stop()
+		<-a.done
+		a.cache.Close()
+	})
 }

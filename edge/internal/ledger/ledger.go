@@ -1,7 +1,7 @@
 // Package ledger is the edge's client of ledgerd's internal API (pkg/ledgerapi): key lookup
-// by hash, account balances and credit leases. It is off the hot path — the auth cache and
-// the lease admitter call it on a miss or in the background — so it uses net/http and
-// encoding/json for clarity.
+// by hash (one key, or a batch), account balances and credit leases. It is off the hot path
+// — the auth cache and the lease admitter call it on a miss or in the background — so it
+// uses net/http and encoding/json for clarity.
 package ledger
 
 import (
@@ -29,6 +29,9 @@ var (
 	ErrLeaseClosed = errors.New("lease closed")
 	// ErrSuspended: the account is suspended and gets no credit.
 	ErrSuspended = errors.New("account suspended")
+	// ErrUnsupported: ledgerd does not serve the call (a version from before it, during a
+	// rolling upgrade); LookupKeys' callers fall back to LookupKey.
+	ErrUnsupported = errors.New("call not supported by this ledgerd")
 )
 
 // InsufficientError is ledgerd's 402 to a grant or extend: the account's available credit
@@ -45,7 +48,7 @@ func (e *InsufficientError) Error() string {
 }
 
 // responseBytesMax bounds what the client reads from ledgerd: its answers are a few hundred
-// bytes.
+// bytes, a full batch key lookup about 100 KB.
 const responseBytesMax = 1 << 20
 
 // Config of the client.
@@ -92,6 +95,22 @@ func (c *Client) LookupKey(ctx context.Context, hashHex string) (ledgerapi.Key, 
 		return ledgerapi.Key{}, fmt.Errorf("look up key: %w", err)
 	}
 	return k, nil
+}
+
+// LookupKeys returns the keys among hashes (lower-case hex, at most
+// ledgerapi.KeyLookupHashesMax) that ledgerd knows, by hash, in one call; a hash ledgerd does
+// not know is absent. ErrUnsupported when ledgerd predates the batch lookup (it answers 405,
+// or 404 for a route it does not have).
+func (c *Client) LookupKeys(ctx context.Context, hashes []string) (map[string]ledgerapi.Key, error) {
+	var res ledgerapi.KeyLookupResult
+	err := c.do(ctx, http.MethodPost, "/internal/v1/keys/lookup", ledgerapi.KeyLookup{Hashes: hashes}, &res)
+	if errors.Is(err, ErrNotFound) {
+		err = ErrUnsupported // the batch route answers no 404 of its own
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up %d keys: %w", len(hashes), err)
+	}
+	return res.Keys, nil
 }
 
 // Balance returns an account's balance and what is available of it.
@@ -158,8 +177,9 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 }
 
 // do sends one call (in, when not nil, as the JSON body) and decodes a 200 into out. ledgerd's
-// refusals become ErrNotFound, ErrLeaseClosed, ErrSuspended or *InsufficientError; anything
-// else is an error that says ledgerd could not answer.
+// refusals become ErrNotFound, ErrLeaseClosed, ErrSuspended or *InsufficientError, and a 405
+// (a ledgerd without the call) ErrUnsupported; anything else is an error that says ledgerd
+// could not answer.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -199,6 +219,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 			return ErrLeaseClosed
 		case http.StatusForbidden:
 			return ErrSuspended
+		case http.StatusMethodNotAllowed:
+			return ErrUnsupported
 		}
 		return fmt.Errorf("ledgerd answered %d: %s %s", resp.StatusCode, e.Error.Type, e.Error.Message)
 	}

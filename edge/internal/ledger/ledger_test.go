@@ -2,6 +2,9 @@ package ledger_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -31,6 +34,20 @@ func newServer(t *testing.T) *httptest.Server {
 		}
 		w.Write([]byte(`{"key_id":"k1","account_id":"a1","revoked":false,"account_status":"active","rate_limit_rpm":60,"future_field":1}`))
 	})
+	mux.HandleFunc("POST /internal/v1/keys/lookup", func(w http.ResponseWriter, r *http.Request) {
+		var req ledgerapi.KeyLookup
+		if r.Header.Get("Authorization") != "Bearer s3cret" || json.NewDecoder(r.Body).Decode(&req) != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		res := map[string]any{}
+		for _, h := range req.Hashes {
+			if h == "abc" {
+				res[h] = json.RawMessage(`{"key_id":"k1","account_id":"a1","revoked":true,"account_status":"suspended","rate_limit_rpm":60,"future_field":1}`)
+			}
+		}
+		json.NewEncoder(w).Encode(map[string]any{"keys": res, "future_field": 1})
+	})
 	mux.HandleFunc("GET /internal/v1/accounts/{id}/balance", func(w http.ResponseWriter, r *http.Request) {
 		if r.PathValue("id") == "broken" {
 			w.WriteHeader(http.StatusInternalServerError)
@@ -55,6 +72,11 @@ func TestClient(t *testing.T) {
 
 	_, err = c.LookupKey(ctx, "nope")
 	require.ErrorIs(t, err, ledger.ErrNotFound)
+
+	keys, err := c.LookupKeys(ctx, []string{"nope", "abc"})
+	require.NoError(t, err)
+	require.Equal(t, map[string]ledgerapi.Key{"abc": {KeyID: "k1", AccountID: "a1", Revoked: true,
+		AccountStatus: "suspended", RateLimitRPM: 60}}, keys, "unknown hashes are absent")
 
 	b, err := c.Balance(ctx, "a1")
 	require.NoError(t, err)
@@ -158,4 +180,33 @@ func TestLeaseCalls(t *testing.T) {
 		`broken {"want_microcredits":0,"min_microcredits":0,"spent_microcredits":0}`,
 		`lease_1 {"spent_microcredits":30}`,
 	}, got)
+}
+
+// A ledgerd from before the batch lookup answers 405 (its /keys/{hash} routes take no POST),
+// or 404 through something that does not know the route: both say "not supported", so the
+// caller falls back to single lookups. Other failures do not.
+func TestLookupKeysUnsupported(t *testing.T) {
+	for _, tc := range []struct {
+		status      int
+		unsupported bool
+	}{
+		{http.StatusMethodNotAllowed, true},
+		{http.StatusNotFound, true},
+		{http.StatusInternalServerError, false},
+		{http.StatusBadRequest, false},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tc.status)
+				w.Write([]byte(`{"error":{"type":"x","message":"y"}}`))
+			}))
+			defer srv.Close()
+			c := ledger.New(ledger.Config{URL: srv.URL, Secret: "s", Timeout: time.Second})
+			defer c.Close()
+			_, err := c.LookupKeys(context.Background(), []string{"abc"})
+			require.Error(t, err)
+			require.Equal(t, tc.unsupported, errors.Is(err, ledger.ErrUnsupported), "%v", err)
+			require.NotErrorIs(t, err, ledger.ErrNotFound)
+		})
+	}
 }

@@ -94,7 +94,7 @@ func (s *Store) ExistingAccounts(ctx context.Context, ids []string) (map[string]
 			}
 			out[id] = true
 		}
-		if err := rows.Close(); err != nil {
+		if err := closeRows(rows); err != nil {
 			return nil, fmt.Errorf("query accounts: %w", err)
 		}
 	}
@@ -225,7 +225,7 @@ func (s *Store) KeysByHash(ctx context.Context, hashes []string) (map[string]sto
 			out[hash] = k
 		}
 		// Err, not only Close: an error that ended the iteration is reported by Err alone.
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		if err := closeRows(rows); err != nil {
 			return nil, fmt.Errorf("read keys: %w", err)
 		}
 	}

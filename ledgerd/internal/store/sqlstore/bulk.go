@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math/bits"
 	"strconv"
@@ -161,5 +162,13 @@ func eachRow(rows *sql.Rows, fn func() error, dest ...any) error {
 			return err
 		}
 	}
-	return rows.Close()
+	return closeRows(rows)
+}
+
+// closeRows closes rows after a loop over Next and reports what ended it: an error that
+// stopped the iteration early (a lost connection, a cancelled context, a failed step) is only
+// in Err — Next closes the rows itself then, so Close answers nil — and without it a caller
+// would take the rows read so far for all of them.
+func closeRows(rows *sql.Rows) error {
+	return errors.Join(rows.Err(), rows.Close())
 }

@@ -124,3 +124,20 @@ func TestSettleReusesStatements(t *testing.T) {
 	require.NoError(t, s.Close())
 	require.Empty(t, s.stmts, "Close closes the prepared statements")
 }
+
+// An error in the middle of the rows (here SQLite's integer overflow on the second row) must
+// reach the caller: Next closes the rows when it fails, so only Err still knows, and a loop
+// that checked Close alone took the first row for the whole answer.
+func TestEachRowReportsAnErrorThatEndedTheRows(t *testing.T) {
+	db, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "rows.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	rows, err := db.QueryContext(context.Background(),
+		`SELECT CASE WHEN column1 > 1 THEN abs(-9223372036854775807 - 1) ELSE column1 END FROM (VALUES (1), (2), (3))`)
+	require.NoError(t, err)
+	var v int64
+	var seen []int64
+	err = eachRow(rows, func() error { seen = append(seen, v); return nil }, &v)
+	require.ErrorContains(t, err, "overflow")
+	require.Equal(t, []int64{1}, seen)
+}

@@ -117,7 +117,7 @@ func (s *Store) Check(ctx context.Context) error {
 			}
 			errs = append(errs, fmt.Errorf("%s: %s (%d)", a.name, id, v))
 		}
-		if err := rows.Close(); err != nil {
+		if err := closeRows(rows); err != nil {
 			return fmt.Errorf("audit %q: %w", a.name, err)
 		}
 	}

@@ -536,7 +536,7 @@ func (s *Store) Report(ctx context.Context, from, to time.Time) (store.Report, e
 			}
 			m[code] = tot
 		}
-		if err := rows.Close(); err != nil {
+		if err := closeRows(rows); err != nil {
 			return rep, fmt.Errorf("sum postings: %w", err)
 		}
 		*at.dst = m

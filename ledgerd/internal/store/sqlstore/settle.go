@@ -349,7 +349,7 @@ func (s *Store) lockAccounts(ctx context.Context, tx *sql.Tx, ids []string) (map
 			}
 			out[a.ID] = a
 		}
-		if err := rows.Close(); err != nil {
+		if err := closeRows(rows); err != nil {
 			return nil, fmt.Errorf("lock accounts: %w", err)
 		}
 	}
@@ -377,7 +377,7 @@ func (s *Store) lockOpenLots(ctx context.Context, tx *sql.Tx, accountIDs []strin
 			}
 			out[acct] = append(out[acct], l)
 		}
-		if err := rows.Close(); err != nil {
+		if err := closeRows(rows); err != nil {
 			return nil, fmt.Errorf("lock lots: %w", err)
 		}
 	}
@@ -415,7 +415,7 @@ func (s *Store) settleLeases(ctx context.Context, tx *sql.Tx, accountIDs []strin
 			}
 			locked = append(locked, l)
 		}
-		if err := q.Close(); err != nil {
+		if err := closeRows(q); err != nil {
 			return nil, fmt.Errorf("lock leases: %w", err)
 		}
 		found := map[string]bool{}

@@ -9,6 +9,7 @@
 //	GET  /internal/v1/accounts/{id}/balance       → 200 Balance
 //	POST /internal/v1/leases                      Grant → 200 Lease | 402 Error (cannot cover min)
 //	POST /internal/v1/leases/{lease_id}/extend    Extend → 200 Lease | 402 Error
+//	POST /internal/v1/leases/extend               ExtendBatch → 200 ExtendBatchResult | 400
 //	POST /internal/v1/leases/{lease_id}/release   Release → 200 Lease
 //	GET  /internal/v1/edges/{edge_id}/recalls     → 200 Recalls
 //
@@ -83,6 +84,59 @@ type Extend struct {
 	WantMicrocredits  int64 `json:"want_microcredits"`
 	MinMicrocredits   int64 `json:"min_microcredits"`
 	SpentMicrocredits int64 `json:"spent_microcredits"`
+}
+
+// ExtendBatchMax bounds the extends of one ExtendBatch. An item is at most about 160 bytes with
+// ledgerd's lease ids (38 bytes) and the largest amounts ledgerd accepts (10¹² µcr), so a full
+// batch is about 40 KB: inside ledgerd's 64 KiB request limit with a third to spare
+// (TestExtendBatchFitsTheBodyLimit). The answer, about 250 bytes an item, is far inside what
+// the edge reads.
+const ExtendBatchMax = 256
+
+// ExtendBatch extends many leases in one call (POST /internal/v1/leases/extend): the edge
+// refreshes its leases in the background this way, one call per batch instead of one per
+// lease. Each item is a single extend's body plus the lease it extends,
+//
+//	{"extends":[{"lease_id":…,"want_microcredits":…,"min_microcredits":…,"spent_microcredits":…}, …]}
+//
+// 1..ExtendBatchMax of them. ledgerd applies every item with the single extend's rules, all in
+// one database transaction (one commit), and answers one ExtendResult per item, in order. A
+// refusal (closed, unknown, suspended, insufficient) is that item's answer and leaves the
+// others applied. The whole request is refused with a 400 — and changes nothing — when any
+// item is malformed (a lease_id that is not 1..128 bytes of text, an amount outside
+// 0..10¹², min over want), when there are no items or too many, or when the JSON is malformed
+// (a body over 64 KiB is a 413). Any other failure is a 500 for the whole request, which then
+// changed nothing either.
+//
+// A ledgerd older than this call answers 404 (no such route): the edge then extends its
+// leases one call each with POST /internal/v1/leases/{lease_id}/extend.
+type ExtendBatch struct {
+	Extends []ExtendItem `json:"extends"`
+}
+
+// ExtendItem is one extend of an ExtendBatch: the single extend's fields, inline.
+type ExtendItem struct {
+	LeaseID string `json:"lease_id"`
+	Extend
+}
+
+// ExtendBatchResult answers an ExtendBatch: Results[i] answers Extends[i].
+type ExtendBatchResult struct {
+	Results []ExtendResult `json:"results"`
+}
+
+// ExtendResult is one item's answer: Status is the HTTP status the single extend would have
+// answered it with. 200 carries the lease's new terms, exactly as the single extend answers
+// them; any other status carries the single extend's error body inline (402, with
+// available_microcredits and maybe recallable_microcredits; 403 suspended; 404 unknown lease;
+// 409 lease closed):
+//
+//	{"status":200,"lease":{"lease_id":…,"granted_microcredits":…,"ttl_ms":…,…}}
+//	{"status":409,"error":{"type":"conflict_error","message":…}}
+type ExtendResult struct {
+	Status int    `json:"status"`
+	Lease  *Lease `json:"lease,omitempty"`
+	*Error
 }
 
 // Release closes a lease with the node's total spend from it; the reservation shrinks to

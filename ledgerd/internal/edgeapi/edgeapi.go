@@ -1,12 +1,14 @@
 // Package edgeapi serves the edge-facing internal API (pkg/ledgerapi): key lookup by hash
-// (one key, or a batch), account balance, and credit leases. Every call needs the shared
-// secret as a bearer token.
+// (one key, or a batch), account balance, and credit leases (extends one at a time, or a
+// batch). Every call needs the shared secret as a bearer token.
 package edgeapi
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +23,8 @@ const (
 	// LeaseMicrocreditsMax bounds want/min/spent in one call: 10⁶ credits ($5,000).
 	LeaseMicrocreditsMax = 1_000_000_000_000
 	EdgeIDBytesMax       = 128
+	// LeaseIDBytesMax bounds a lease id in a batch extend; ledgerd's own are 38 bytes.
+	LeaseIDBytesMax = 128
 )
 
 // Config of the internal API.
@@ -37,6 +41,7 @@ type Config struct {
 type api struct {
 	Config
 	grants *prometheus.CounterVec
+	items  *prometheus.CounterVec // batch extend items by result
 }
 
 // New returns the handler for /internal/v1/….
@@ -47,9 +52,12 @@ func New(cfg Config) http.Handler {
 	a := &api{Config: cfg, grants: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ledgerd_lease_calls_total",
 		Help: "Lease calls from edges by call and result (ok, insufficient, refused).",
-	}, []string{"call", "result"})}
+	}, []string{"call", "result"}), items: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ledgerd_lease_batch_extends_total",
+		Help: "Extends that came in batch extend calls (call=extend_batch), by result (ok, insufficient, refused).",
+	}, []string{"result"})}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(a.grants)
+		cfg.Registerer.MustRegister(a.grants, a.items)
 	}
 	mux := http.NewServeMux()
 	route := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
@@ -62,11 +70,14 @@ func New(cfg Config) http.Handler {
 	route("POST /internal/v1/keys/lookup", a.keys)
 	route("GET /internal/v1/accounts/{id}/balance", a.balance)
 	route("POST /internal/v1/leases", a.grant)
+	// A ledgerd from before the batch extend has no route for /leases/extend and answers 404,
+	// which is how an edge knows to extend its leases one by one.
+	route("POST /internal/v1/leases/extend", a.extendBatch)
 	route("POST /internal/v1/leases/{lease_id}/extend", a.extend)
 	route("POST /internal/v1/leases/{lease_id}/release", a.release)
 	route("GET /internal/v1/edges/{edge_id}/recalls", a.recalls)
 	for _, p := range []string{"/internal/v1/keys/{hash}", "/internal/v1/accounts/{id}/balance", "/internal/v1/leases",
-		"/internal/v1/leases/{lease_id}/extend", "/internal/v1/leases/{lease_id}/release", "/internal/v1/edges/{edge_id}/recalls"} {
+		"/internal/v1/leases/extend", "/internal/v1/leases/{lease_id}/extend", "/internal/v1/leases/{lease_id}/release", "/internal/v1/edges/{edge_id}/recalls"} {
 		mux.Handle(p, jsonapi.MethodNotAllowed(cfg.Logger))
 	}
 	mux.Handle("/", jsonapi.NotFound(cfg.Logger))
@@ -159,35 +170,47 @@ func checkAmount(field string, v int64) error {
 	return nil
 }
 
-// leaseError maps the store's refusals; result labels the metric.
-func (a *api) leaseError(call string, l store.Lease, err error) error {
+// refusal maps the store's refusals of a lease call to the API's error and the metric's
+// result; ok is false for any other error, which is not the caller's to see.
+func refusal(l store.Lease, err error) (e *jsonapi.Error, result string, ok bool) {
 	switch {
 	case errors.Is(err, store.ErrInsufficient):
-		a.grants.WithLabelValues(call, "insufficient").Inc()
 		avail := l.AccountAvailable
 		e := jsonapi.Errorf(http.StatusPaymentRequired, jsonapi.TypeBilling, "available credit cannot cover the minimum asked")
 		e.Available, e.Recallable = &avail, l.Recallable
-		return e
+		return e, "insufficient", true
 	case errors.Is(err, store.ErrNotFound):
-		a.grants.WithLabelValues(call, "refused").Inc()
-		return jsonapi.Errorf(http.StatusNotFound, jsonapi.TypeNotFound, "%s", "account or lease not found")
+		return jsonapi.Errorf(http.StatusNotFound, jsonapi.TypeNotFound, "%s", "account or lease not found"), "refused", true
 	case errors.Is(err, store.ErrSuspended):
-		a.grants.WithLabelValues(call, "refused").Inc()
-		return jsonapi.Errorf(http.StatusForbidden, jsonapi.TypePermission, "account suspended")
+		return jsonapi.Errorf(http.StatusForbidden, jsonapi.TypePermission, "account suspended"), "refused", true
 	case errors.Is(err, store.ErrLeaseClosed):
-		a.grants.WithLabelValues(call, "refused").Inc()
-		return jsonapi.Errorf(http.StatusConflict, jsonapi.TypeConflict, "lease closed: released or reclaimed; ask for a new one")
+		return jsonapi.Errorf(http.StatusConflict, jsonapi.TypeConflict, "lease closed: released or reclaimed; ask for a new one"), "refused", true
 	}
-	return err
+	return nil, "", false
 }
 
-// writeLease answers a lease call. ttl is the lifetime the call gave the lease (0 for a
+// leaseError maps the store's refusals and counts them under call.
+func (a *api) leaseError(call string, l store.Lease, err error) error {
+	e, result, ok := refusal(l, err)
+	if !ok {
+		return err
+	}
+	a.grants.WithLabelValues(call, result).Inc()
+	return e
+}
+
+// apiLease is a lease call's answer. ttl is the lifetime the call gave the lease (0 for a
 // release): the store set its expiry to the store's now plus ttl, so a node that counts ttl
 // from when it sent the call stops using the lease before ledgerd considers it expired.
+func apiLease(l store.Lease, ttl time.Duration) ledgerapi.Lease {
+	return ledgerapi.Lease{LeaseID: l.ID, AccountID: l.AccountID, GrantedMicrocredits: l.Granted,
+		ExpiresAt: l.ExpiresAt, TTLMillis: ttl.Milliseconds(), AvailableMicrocredits: l.AccountAvailable}
+}
+
+// writeLease answers a lease call (see apiLease).
 func (a *api) writeLease(w http.ResponseWriter, call string, l store.Lease, ttl time.Duration) {
 	a.grants.WithLabelValues(call, "ok").Inc()
-	jsonapi.WriteJSON(w, http.StatusOK, ledgerapi.Lease{LeaseID: l.ID, AccountID: l.AccountID, GrantedMicrocredits: l.Granted,
-		ExpiresAt: l.ExpiresAt, TTLMillis: ttl.Milliseconds(), AvailableMicrocredits: l.AccountAvailable})
+	jsonapi.WriteJSON(w, http.StatusOK, apiLease(l, ttl))
 }
 
 // recallsMax bounds one recalls answer; a node with more gets the rest on its next poll.
@@ -232,17 +255,34 @@ func (a *api) grant(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// checkExtend validates an extend's amounts, the single extend's and every batch item's;
+// prefix ("" or "extends[i]: ") starts the message.
+func checkExtend(prefix string, e ledgerapi.Extend) error {
+	var bad []string
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"want_microcredits", e.WantMicrocredits}, {"min_microcredits", e.MinMicrocredits}, {"spent_microcredits", e.SpentMicrocredits}} {
+		if checkAmount(f.name, f.v) != nil {
+			bad = append(bad, fmt.Sprintf("%s: want 0..%d", f.name, int64(LeaseMicrocreditsMax)))
+		}
+	}
+	if len(bad) > 0 {
+		return invalid("%s%s", prefix, strings.Join(bad, "; "))
+	}
+	if e.WantMicrocredits < e.MinMicrocredits {
+		return invalid("%swant min_microcredits ≤ want_microcredits", prefix)
+	}
+	return nil
+}
+
 func (a *api) extend(w http.ResponseWriter, r *http.Request) error {
 	var req ledgerapi.Extend
 	if err := jsonapi.Decode(w, r, &req); err != nil {
 		return err
 	}
-	if err := errors.Join(checkAmount("want_microcredits", req.WantMicrocredits), checkAmount("min_microcredits", req.MinMicrocredits),
-		checkAmount("spent_microcredits", req.SpentMicrocredits)); err != nil {
-		return invalid("%v", err)
-	}
-	if req.WantMicrocredits < req.MinMicrocredits {
-		return invalid("want min_microcredits ≤ want_microcredits")
+	if err := checkExtend("", req); err != nil {
+		return err
 	}
 	l, err := a.Store.ExtendLease(r.Context(), r.PathValue("lease_id"), req.WantMicrocredits, req.MinMicrocredits,
 		req.SpentMicrocredits, a.LeaseTTL)
@@ -250,6 +290,58 @@ func (a *api) extend(w http.ResponseWriter, r *http.Request) error {
 		return a.leaseError("extend", l, err)
 	}
 	a.writeLease(w, "extend", l, a.LeaseTTL)
+	return nil
+}
+
+// extendBatch answers a batch extend (ledgerapi.ExtendBatch): the edges refresh their leases
+// in the background with it, one call and one database commit per batch instead of one per
+// lease. Every item is checked before any is applied, so a malformed one refuses the whole
+// request with a 400 and nothing changes; the store then applies all of them in one
+// transaction, and each item's refusal is its own result.
+func (a *api) extendBatch(w http.ResponseWriter, r *http.Request) error {
+	var req ledgerapi.ExtendBatch
+	if err := jsonapi.Decode(w, r, &req); err != nil {
+		return err
+	}
+	if len(req.Extends) == 0 || len(req.Extends) > ledgerapi.ExtendBatchMax {
+		return invalid("extends: want 1..%d, got %d", ledgerapi.ExtendBatchMax, len(req.Extends))
+	}
+	items := make([]store.LeaseExtend, len(req.Extends))
+	for i, x := range req.Extends {
+		if x.LeaseID == "" || !jsonapi.ValidText(x.LeaseID, LeaseIDBytesMax) {
+			return invalid("extends[%d].lease_id: want 1..%d bytes of text", i, LeaseIDBytesMax)
+		}
+		if err := checkExtend(fmt.Sprintf("extends[%d]: ", i), x.Extend); err != nil {
+			return err
+		}
+		items[i] = store.LeaseExtend{LeaseID: x.LeaseID, Want: x.WantMicrocredits, Min: x.MinMicrocredits, Spent: x.SpentMicrocredits}
+	}
+	res, err := a.Store.ExtendLeases(r.Context(), items, a.LeaseTTL)
+	if err != nil {
+		return err
+	}
+	out := ledgerapi.ExtendBatchResult{Results: make([]ledgerapi.ExtendResult, len(res))}
+	for i, x := range res {
+		if x.Err == nil {
+			l := apiLease(x.Lease, a.LeaseTTL)
+			out.Results[i] = ledgerapi.ExtendResult{Status: http.StatusOK, Lease: &l}
+			a.items.WithLabelValues("ok").Inc()
+			continue
+		}
+		e, result, ok := refusal(x.Lease, x.Err)
+		if !ok {
+			return x.Err // the store answers only refusals per item; anything else is a bug
+		}
+		a.items.WithLabelValues(result).Inc()
+		body := &ledgerapi.Error{RecallableMicrocredits: e.Recallable}
+		body.Error.Type, body.Error.Message = e.Type, e.Message
+		if e.Available != nil {
+			body.AvailableMicrocredits = *e.Available
+		}
+		out.Results[i] = ledgerapi.ExtendResult{Status: e.Status, Error: body}
+	}
+	a.grants.WithLabelValues("extend_batch", "ok").Inc()
+	jsonapi.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -197,11 +197,7 @@ func TestKeyBatchLookupRefusals(t *testing.T) {
 	hashes := func(n int) string {
 		return `{"hashes":["` + strings.TrimSuffix(strings.Repeat(good+`","`, n), `","`) + `"]}`
 	}
-	for _, tc := range []struct {
-		name, body string
-		status     int
-		typ, msg   string
-	}{
+	e.requireRefusals("/internal/v1/keys/lookup", []refusalCase{
 		{"too many", hashes(ledgerapi.KeyLookupHashesMax + 1), 400, "invalid_request_error", "hashes: want 1..512, got 513"},
 		{"none", `{"hashes":[]}`, 400, "invalid_request_error", "hashes: want 1..512, got 0"},
 		{"no field", `{}`, 400, "invalid_request_error", "hashes: want 1..512, got 0"},
@@ -216,24 +212,12 @@ func TestKeyBatchLookupRefusals(t *testing.T) {
 		{"trailing data", `{"hashes":["` + good + `"]}{}`, 400, "invalid_request_error", "trailing data"},
 		{"empty body", ``, 400, "invalid_request_error", "empty body"},
 		{"over the body limit", hashes(2000), 413, "request_too_large", "body over 65536 bytes"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var apiErr ledgerapi.Error
-			require.Equal(t, tc.status, e.call("POST", "/internal/v1/keys/lookup", tc.body, &apiErr))
-			require.Equal(t, tc.typ, apiErr.Error.Type)
-			require.Contains(t, apiErr.Error.Message, tc.msg)
-		})
-	}
+	})
 
 	// Other methods on the route: GET is the single lookup of a key that cannot exist.
 	require.Equal(t, http.StatusNotFound, e.call("GET", "/internal/v1/keys/lookup", nil, nil))
 	require.Equal(t, http.StatusMethodNotAllowed, e.call("PUT", "/internal/v1/keys/lookup", hashes(1), nil))
-	req, _ := http.NewRequest("POST", e.url+"/internal/v1/keys/lookup", strings.NewReader(hashes(1)))
-	req.Header.Set("Authorization", "Bearer not-the-secret")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	e.requireUnauthorized("/internal/v1/keys/lookup", hashes(1))
 
 	keysAfter, err := e.store.Keys(ctx, acct)
 	require.NoError(t, err)
@@ -242,6 +226,38 @@ func TestKeyBatchLookupRefusals(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, acctBefore, acctAfter)
 	require.NoError(t, e.store.Check(ctx))
+}
+
+// refusalCase is a request body refused whole: its status, error type and a part of the
+// message.
+type refusalCase struct {
+	name, body string
+	status     int
+	typ, msg   string
+}
+
+// requireRefusals posts each case's body to path and checks the refusal, one subtest each.
+func (e *env) requireRefusals(path string, cases []refusalCase) {
+	e.t.Helper()
+	for _, tc := range cases {
+		e.t.Run(tc.name, func(t *testing.T) {
+			var apiErr ledgerapi.Error
+			require.Equal(t, tc.status, e.call("POST", path, tc.body, &apiErr))
+			require.Equal(t, tc.typ, apiErr.Error.Type)
+			require.Contains(t, apiErr.Error.Message, tc.msg)
+		})
+	}
+}
+
+// requireUnauthorized posts body to path with the wrong secret: 401.
+func (e *env) requireUnauthorized(path, body string) {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer not-the-secret")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(e.t, err)
+	resp.Body.Close()
+	require.Equal(e.t, http.StatusUnauthorized, resp.StatusCode)
 }
 
 func TestLeases(t *testing.T) {
@@ -326,14 +342,17 @@ func TestLeaseValidation(t *testing.T) {
 	require.Equal(t, http.StatusMethodNotAllowed, e.call("GET", "/internal/v1/leases", nil, nil))
 }
 
-// FuzzLeaseBodies: whatever bytes an edge sends to the lease routes or the batch key lookup,
+// FuzzLeaseBodies: whatever bytes an edge sends to the lease routes (the batch extend
+// included) or the batch key lookup,
 // the answer is a deliberate one (never a 500), and the books still balance.
 func FuzzLeaseBodies(f *testing.F) {
 	for _, s := range []string{`{"account_id":"A","edge_id":"e","want_microcredits":5,"min_microcredits":1}`,
 		`{"want_microcredits":5,"min_microcredits":1,"spent_microcredits":2}`, `{"spent_microcredits":3}`,
 		`{"want_microcredits":-1}`, `[]`, `null`, `{"account_id":"A","edge_id":"e","want_microcredits":9e99}`, "\x00",
-		`{"hashes":["` + strings.Repeat("0", 64) + `"]}`, `{"hashes":["\u0000"]}`, `{"hashes":[]}`} {
-		for route := range uint8(4) {
+		`{"hashes":["` + strings.Repeat("0", 64) + `"]}`, `{"hashes":["\u0000"]}`, `{"hashes":[]}`,
+		`{"extends":[{"lease_id":"L","want_microcredits":5,"min_microcredits":1,"spent_microcredits":2},{"lease_id":"x"}]}`,
+		`{"extends":[{"lease_id":"L","want_microcredits":99999999999999}]}`, `{"extends":[{"lease_id":"\u0000"}]}`} {
+		for route := range uint8(5) {
 			f.Add(s, route)
 		}
 	}
@@ -350,8 +369,8 @@ func FuzzLeaseBodies(f *testing.F) {
 	h := edgeapi.New(edgeapi.Config{Store: s, Secret: secret, Logger: slog.New(slog.DiscardHandler)})
 	f.Fuzz(func(t *testing.T, body string, route uint8) {
 		path := []string{"/internal/v1/leases", "/internal/v1/leases/" + l.ID + "/extend", "/internal/v1/leases/" + l.ID + "/release",
-			"/internal/v1/keys/lookup"}[route%4]
-		body = strings.ReplaceAll(body, `"A"`, `"`+a.ID+`"`)
+			"/internal/v1/keys/lookup", "/internal/v1/leases/extend"}[route%5]
+		body = strings.ReplaceAll(strings.ReplaceAll(body, `"A"`, `"`+a.ID+`"`), `"L"`, `"`+l.ID+`"`)
 		req := httptest.NewRequest("POST", path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+secret)
 		rec := httptest.NewRecorder()

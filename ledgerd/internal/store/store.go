@@ -234,6 +234,22 @@ type LeaseGrant struct {
 	TTL       time.Duration
 }
 
+// LeaseExtend is one extend of ExtendLeases: ExtendLease's arguments but the TTL.
+type LeaseExtend struct {
+	LeaseID string
+	Want    int64
+	Min     int64
+	Spent   int64
+}
+
+// LeaseExtendResult is one extend's outcome in ExtendLeases: what ExtendLease returns for it.
+// Err is nil or a refusal — ErrNotFound, ErrLeaseClosed, ErrSuspended, or ErrInsufficient
+// with Lease carrying only AccountAvailable and Recallable.
+type LeaseExtendResult struct {
+	Lease Lease
+	Err   error
+}
+
 // Usage is the part of a usage record settlement needs.
 type Usage struct {
 	RequestID string
@@ -289,6 +305,13 @@ type Store interface {
 
 	GrantLease(ctx context.Context, g LeaseGrant) (Lease, error)
 	ExtendLease(ctx context.Context, leaseID string, want, min, spent int64, ttl time.Duration) (Lease, error)
+	// ExtendLeases applies extends in one database transaction (one commit), each with
+	// ExtendLease's rules, and answers one result per extend, in order. A refusal is that
+	// extend's result and leaves the others applied; any other error fails the whole call,
+	// which then changes nothing. Rows are locked account by account in account id order
+	// (extends of one account in their order), so concurrent calls cannot deadlock, and the
+	// results are those of the same extends made one by one in their order.
+	ExtendLeases(ctx context.Context, extends []LeaseExtend, ttl time.Duration) ([]LeaseExtendResult, error)
 	ReleaseLease(ctx context.Context, leaseID string, spent int64) (Lease, error)
 	// ReapLeases reclaims up to limit leases whose expiry is older than grace.
 	ReapLeases(ctx context.Context, grace time.Duration, limit int) (int, error)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"tollgate/ledgerd/internal/store"
 	"tollgate/ledgerd/internal/store/postgres"
 	"tollgate/ledgerd/internal/store/storetest"
 )
@@ -16,4 +17,14 @@ func BenchmarkGrantExtend(b *testing.B) {
 	require.NoError(b, err)
 	defer s.Close()
 	storetest.BenchGrantExtend(b, s)
+}
+
+// TOLLGATE_TEST_PG_DSN=… go test -run '^$' -bench Refresh -benchtime 20x ./ledgerd/internal/store/postgres
+func BenchmarkRefresh(b *testing.B) {
+	storetest.BenchRefresh(b, func(b *testing.B) store.Store {
+		s, err := postgres.Open(context.Background(), storetest.FreshPostgres(b), nil, nil)
+		require.NoError(b, err)
+		b.Cleanup(func() { s.Close() })
+		return s
+	})
 }

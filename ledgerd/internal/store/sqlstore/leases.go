@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -283,11 +284,8 @@ func (s *Store) RecalledLeases(ctx context.Context, edgeID string, limit int) ([
 	return ids, nil
 }
 
-// changeLease runs fn on a locked lease and its locked account, writes the lease it returns
-// and moves the account's reservation by the difference.
-//
-// fn may refuse with ErrInsufficient after writing recall marks through tx: that refusal
-// commits (nothing else changed) and is returned with the lease as fn returned it.
+// changeLease runs fn on a locked lease and its locked account in a transaction of its own
+// (changeLeaseTx).
 func (s *Store) changeLease(ctx context.Context, leaseID string, fn func(tx *sql.Tx, a store.Account, l store.Lease) (store.Lease, error)) (store.Lease, error) {
 	var acct string
 	if s.d.ForUpdate != "" {
@@ -299,37 +297,9 @@ func (s *Store) changeLease(ctx context.Context, leaseID string, fn func(tx *sql
 	var out store.Lease
 	var refused bool
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		refused = false
-		a, l, err := s.lockLeaseAccount(ctx, tx, acct, leaseID)
-		if err != nil {
-			return err
-		}
-		out = l
-		out.AccountAvailable = a.Available()
-		nl, err := fn(tx, a, l)
-		if errors.Is(err, store.ErrInsufficient) {
-			refused = true
-			out.Recallable = nl.Recallable
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if nl == l {
-			return nil
-		}
-		delta := nl.Reservation - l.Reservation
-		// An open lease's reservation only grows by a grant; a released one's only by spend
-		// already made (see reserve).
-		if err := reserve(ctx, tx, a.ID, delta, nl.State == ledger.LeaseOpen); err != nil {
-			return err
-		}
-		if err := s.writeLease(ctx, tx, nl); err != nil {
-			return err
-		}
-		out = nl
-		out.AccountAvailable = a.Available() - delta
-		return nil
+		var err error
+		out, refused, err = s.changeLeaseTx(ctx, tx, acct, leaseID, fn)
+		return err
 	})
 	if err != nil {
 		return store.Lease{}, err
@@ -338,6 +308,48 @@ func (s *Store) changeLease(ctx context.Context, leaseID string, fn func(tx *sql
 		return out, store.ErrInsufficient
 	}
 	return out, nil
+}
+
+// changeLeaseTx runs fn on a locked lease and its locked account (acct: see
+// lockLeaseAccount), writes the lease it returns and moves the account's reservation by the
+// difference, all in tx.
+//
+// fn may refuse with ErrInsufficient after writing recall marks through tx: that refusal is
+// reported as refused with a nil error, so that the caller commits the marks (nothing else
+// changed), and out is the lease as fn returned it. Any other error of fn comes back as is;
+// fn's refusals (ErrLeaseClosed, ErrSuspended) and ErrNotFound change nothing, so tx may go
+// on with other work.
+func (s *Store) changeLeaseTx(ctx context.Context, tx *sql.Tx, acct, leaseID string,
+	fn func(tx *sql.Tx, a store.Account, l store.Lease) (store.Lease, error)) (out store.Lease, refused bool, err error) {
+	a, l, err := s.lockLeaseAccount(ctx, tx, acct, leaseID)
+	if err != nil {
+		return store.Lease{}, false, err
+	}
+	out = l
+	out.AccountAvailable = a.Available()
+	nl, err := fn(tx, a, l)
+	if errors.Is(err, store.ErrInsufficient) {
+		out.Recallable = nl.Recallable
+		return out, true, nil
+	}
+	if err != nil {
+		return store.Lease{}, false, err
+	}
+	if nl == l {
+		return out, false, nil
+	}
+	delta := nl.Reservation - l.Reservation
+	// An open lease's reservation only grows by a grant; a released one's only by spend
+	// already made (see reserve).
+	if err := reserve(ctx, tx, a.ID, delta, nl.State == ledger.LeaseOpen); err != nil {
+		return store.Lease{}, false, err
+	}
+	if err := s.writeLease(ctx, tx, nl); err != nil {
+		return store.Lease{}, false, err
+	}
+	out = nl
+	out.AccountAvailable = a.Available() - delta
+	return out, false, nil
 }
 
 // extendLeaseSQL: $1 lease, $2 want, $3 min, $4 spent, $5 divisor, $6 the active status,
@@ -383,29 +395,45 @@ SELECT u.*, n.avail - n.delta FROM u, n`
 // As with GrantLease, an extend that succeeds is one statement where the dialect allows;
 // anything else is decided by the transaction.
 func (s *Store) ExtendLease(ctx context.Context, leaseID string, want, minimum, spent int64, ttl time.Duration) (store.Lease, error) {
+	e := store.LeaseExtend{LeaseID: leaseID, Want: want, Min: minimum, Spent: spent}
 	if s.d.ModifyingCTE {
-		var avail int64
-		l, err := scanLease(s.w.QueryRowContext(ctx, extendLeaseSQL, leaseID, want, minimum, spent,
-			int64(ledger.LeaseShareDivisor), store.StatusActive, s.now().Add(ttl).UnixMilli()), &avail)
-		if err == nil {
-			l.AccountAvailable = avail
-			return l, nil
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return store.Lease{}, fmt.Errorf("extend lease: %w", err)
+		if l, ok, err := s.extendLeaseOneStatement(ctx, s.w, e, ttl); err != nil || ok {
+			return l, err
 		}
 	}
-	return s.changeLease(ctx, leaseID, func(tx *sql.Tx, a store.Account, l store.Lease) (store.Lease, error) {
+	return s.changeLease(ctx, leaseID, s.extendRule(ctx, e, ttl))
+}
+
+// extendLeaseOneStatement extends e in one statement (extendLeaseSQL) through q, a
+// transaction or the pool; ok is false when it did not, having changed nothing.
+func (s *Store) extendLeaseOneStatement(ctx context.Context, q queryer, e store.LeaseExtend, ttl time.Duration) (l store.Lease, ok bool, err error) {
+	var avail int64
+	l, err = scanLease(q.QueryRowContext(ctx, extendLeaseSQL, e.LeaseID, e.Want, e.Min, e.Spent,
+		int64(ledger.LeaseShareDivisor), store.StatusActive, s.now().Add(ttl).UnixMilli()), &avail)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Lease{}, false, nil
+	}
+	if err != nil {
+		return store.Lease{}, false, fmt.Errorf("extend lease: %w", err)
+	}
+	l.AccountAvailable = avail
+	return l, true, nil
+}
+
+// extendRule is an extend's rule for changeLease and changeLeaseTx: the one place that
+// decides an extend, for ExtendLease and every item of ExtendLeases alike.
+func (s *Store) extendRule(ctx context.Context, e store.LeaseExtend, ttl time.Duration) func(tx *sql.Tx, a store.Account, l store.Lease) (store.Lease, error) {
+	return func(tx *sql.Tx, a store.Account, l store.Lease) (store.Lease, error) {
 		if l.State != ledger.LeaseOpen {
 			return l, store.ErrLeaseClosed
 		}
 		if a.Status != store.StatusActive {
 			return l, store.ErrSuspended
 		}
-		amount, err := ledger.GrantAmount(a.Available(), want, minimum)
+		amount, err := ledger.GrantAmount(a.Available(), e.Want, e.Min)
 		if errors.Is(err, ledger.ErrInsufficient) {
 			var rerr error
-			if l.Recallable, rerr = s.recall(ctx, tx, a, l.ID, minimum); rerr != nil {
+			if l.Recallable, rerr = s.recall(ctx, tx, a, l.ID, e.Min); rerr != nil {
 				return l, rerr
 			}
 			return l, err
@@ -413,13 +441,109 @@ func (s *Store) ExtendLease(ctx context.Context, leaseID string, want, minimum, 
 		if err != nil {
 			return l, err
 		}
-		nl, err := l.Extend(amount, spent)
+		nl, err := l.Extend(amount, e.Spent)
 		if err != nil {
 			return l, err
 		}
 		l.Lease, l.ExpiresAt = nl, msTime(s.now().Add(ttl).UnixMilli())
 		return l, nil
+	}
+}
+
+// ExtendLeases applies extends in one transaction, each exactly as ExtendLease would: on
+// PostgreSQL first as its one statement, inside the transaction, then — when that did not
+// extend — by the transaction's Go rules (extendRule), as ExtendLease falls back. A refusal
+// (ErrNotFound, ErrLeaseClosed, ErrSuspended, ErrInsufficient with its recall marks) is the
+// item's result and changes nothing the other items did; any other error rolls the whole
+// transaction back.
+//
+// Lock order: where rows are locked (PostgreSQL), the items run by account id — the
+// accounts of their leases, read first without a lock, as changeLease does — and in their
+// own order within an account. Every item locks its account before its lease, so the
+// accounts are locked in id order as in every other transaction here (settlement locks
+// several the same way) and two batches from different edges cannot deadlock; ordering the
+// leases too is not needed, since a lease is only locked by whoever holds its account. An
+// account's extends in their own order, and accounts sharing nothing, make the results those
+// of the same extends one by one in request order. On SQLite the transaction is serialized
+// and the items run in request order.
+//
+// The commit is what batching buys: on SQLite with synchronous=FULL a write transaction
+// costs its fsync, which is most of a single extend's cost.
+func (s *Store) ExtendLeases(ctx context.Context, extends []store.LeaseExtend, ttl time.Duration) ([]store.LeaseExtendResult, error) {
+	order := make([]int, len(extends))
+	for i := range order {
+		order[i] = i
+	}
+	accts := make([]string, len(extends))
+	if s.d.ForUpdate != "" {
+		ids := make([]string, len(extends))
+		for i, e := range extends {
+			ids[i] = e.LeaseID
+		}
+		byLease, err := s.leaseAccounts(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		for i, e := range extends {
+			accts[i] = byLease[e.LeaseID]
+		}
+		slices.SortStableFunc(order, func(i, j int) int { return strings.Compare(accts[i], accts[j]) })
+	}
+	out := make([]store.LeaseExtendResult, len(extends))
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		clear(out)
+		for _, i := range order {
+			e := extends[i]
+			if s.d.ForUpdate != "" && accts[i] == "" {
+				out[i].Err = store.ErrNotFound // as leaseAccount answers ExtendLease
+				continue
+			}
+			if s.d.ModifyingCTE {
+				l, ok, err := s.extendLeaseOneStatement(ctx, tx, e, ttl)
+				if err != nil {
+					return err
+				}
+				if ok {
+					out[i].Lease = l
+					continue
+				}
+			}
+			l, refused, err := s.changeLeaseTx(ctx, tx, accts[i], e.LeaseID, s.extendRule(ctx, e, ttl))
+			switch {
+			case refused:
+				out[i] = store.LeaseExtendResult{Lease: l, Err: store.ErrInsufficient}
+			case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrLeaseClosed), errors.Is(err, store.ErrSuspended):
+				out[i].Err = err
+			case err != nil:
+				return fmt.Errorf("extend lease %s: %w", e.LeaseID, err)
+			default:
+				out[i].Lease = l
+			}
+		}
+		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// leaseAccounts finds the accounts of leases without locking (see leaseAccount): one query
+// per inListMax ids. An id no lease has is absent.
+func (s *Store) leaseAccounts(ctx context.Context, ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
+	for start := 0; start < len(ids); start += inListMax {
+		in, args := s.inList(ids[start:min(start+inListMax, len(ids))])
+		rows, err := s.r.QueryContext(ctx, `SELECT id, account_id FROM leases WHERE id IN (`+in+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read leases: %w", err)
+		}
+		var id, acct string
+		if err := eachRow(rows, func() error { out[id] = acct; return nil }, &id, &acct); err != nil {
+			return nil, fmt.Errorf("read leases: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // ReleaseLease closes a lease with the node's total spend. Releasing a closed lease changes

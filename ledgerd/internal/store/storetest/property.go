@@ -298,7 +298,7 @@ func (p *prop) settle() {
 func (p *prop) lease() {
 	ctx := context.Background()
 	a := p.pick()
-	switch p.rng.IntN(4) {
+	switch p.rng.IntN(6) {
 	case 0, 1:
 		want := 1 + p.rng.Int64N(5_000*ledger.MicrocreditsPerCredit)
 		minimum := p.rng.Int64N(want + 1)
@@ -323,7 +323,7 @@ func (p *prop) lease() {
 		id := a.leases[p.rng.IntN(len(a.leases))]
 		_, err := p.s.ReleaseLease(ctx, id, p.rng.Int64N(a.granted[id]+1))
 		require.NoError(p.t, err, p.msg())
-	default:
+	case 3:
 		if len(a.leases) == 0 {
 			return
 		}
@@ -332,6 +332,33 @@ func (p *prop) lease() {
 		if err != nil && !errors.Is(err, store.ErrLeaseClosed) && !errors.Is(err, store.ErrSuspended) &&
 			!errors.Is(err, store.ErrInsufficient) {
 			require.NoError(p.t, err, p.msg())
+		}
+	default:
+		// A batch of extends over any accounts' leases (one may come twice), as an edge's
+		// background refresh sends them.
+		var extends []store.LeaseExtend
+		for range 1 + p.rng.IntN(6) {
+			b := p.pick()
+			if len(b.leases) == 0 {
+				continue
+			}
+			id := b.leases[p.rng.IntN(len(b.leases))]
+			want := p.rng.Int64N(2_000 * ledger.MicrocreditsPerCredit)
+			extends = append(extends, store.LeaseExtend{LeaseID: id, Want: want, Min: p.rng.Int64N(want/100 + 1),
+				Spent: p.rng.Int64N(b.granted[id] + 1)})
+		}
+		if len(extends) == 0 {
+			return
+		}
+		p.count["lease batch"]++
+		res, err := p.s.ExtendLeases(ctx, extends, time.Minute)
+		require.NoError(p.t, err, p.msg())
+		require.Len(p.t, res, len(extends), p.msg())
+		for _, r := range res {
+			if r.Err != nil && !errors.Is(r.Err, store.ErrLeaseClosed) && !errors.Is(r.Err, store.ErrSuspended) &&
+				!errors.Is(r.Err, store.ErrInsufficient) {
+				require.NoError(p.t, r.Err, p.msg())
+			}
 		}
 	}
 }

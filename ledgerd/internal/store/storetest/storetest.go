@@ -69,6 +69,8 @@ func Run(t *testing.T, open Factory) {
 		{"LeaseSettlementAndReaper", testLeaseSettlement},
 		{"LeaseReleaseOverspent", testLeaseReleaseOverspent},
 		{"ConcurrentGrants", testConcurrentGrants},
+		{"LeaseExtendBatch", testLeaseExtendBatch},
+		{"LeaseExtendBatchConcurrent", testLeaseExtendBatchConcurrent},
 		{"PruneSettled", testPrune},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,5 +1,6 @@
 // Package ledger is the edge's client of ledgerd's internal API (pkg/ledgerapi): key lookup
-// by hash (one key, or a batch), account balances and credit leases. It is off the hot path
+// by hash (one key, or a batch), account balances and credit leases (extends one at a time,
+// or a batch). It is off the hot path
 // — the auth cache and the lease admitter call it on a miss or in the background — so it
 // uses net/http and encoding/json for clarity.
 package ledger
@@ -30,7 +31,7 @@ var (
 	// ErrSuspended: the account is suspended and gets no credit.
 	ErrSuspended = errors.New("account suspended")
 	// ErrUnsupported: ledgerd does not serve the call (a version from before it, during a
-	// rolling upgrade); LookupKeys' callers fall back to LookupKey.
+	// rolling upgrade); LookupKeys' callers fall back to LookupKey, ExtendMany's to Extend.
 	ErrUnsupported = errors.New("call not supported by this ledgerd")
 )
 
@@ -48,7 +49,7 @@ func (e *InsufficientError) Error() string {
 }
 
 // responseBytesMax bounds what the client reads from ledgerd: its answers are a few hundred
-// bytes, a full batch key lookup about 100 KB.
+// bytes, a full batch key lookup about 100 KB, a full batch extend about 65 KB.
 const responseBytesMax = 1 << 20
 
 // Config of the client.
@@ -140,6 +141,47 @@ func (c *Client) Extend(ctx context.Context, leaseID string, e ledgerapi.Extend)
 	return l, nil
 }
 
+// ExtendResult is one extend of ExtendMany: the lease's new terms, or the refusal the single
+// Extend would have returned for it (ErrNotFound, ErrLeaseClosed, ErrSuspended,
+// *InsufficientError).
+type ExtendResult struct {
+	Lease ledgerapi.Lease
+	Err   error
+}
+
+// ExtendMany extends up to ledgerapi.ExtendBatchMax leases in one call and one ledgerd
+// transaction, each with the single Extend's rules: results[i] answers extends[i]. An error
+// means no extend was made (ledgerd could not answer, or refused the request as a whole);
+// ErrUnsupported when ledgerd predates the batch extend (it answers 404 for a route it does
+// not have, or 405).
+func (c *Client) ExtendMany(ctx context.Context, extends []ledgerapi.ExtendItem) ([]ExtendResult, error) {
+	var res ledgerapi.ExtendBatchResult
+	err := c.do(ctx, http.MethodPost, "/internal/v1/leases/extend", ledgerapi.ExtendBatch{Extends: extends}, &res)
+	if errors.Is(err, ErrNotFound) {
+		err = ErrUnsupported // the batch route answers no 404 of its own: an item's is in its result
+	}
+	if err == nil && len(res.Results) != len(extends) {
+		err = fmt.Errorf("ledgerd answered %d results", len(res.Results))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("extend %d leases: %w", len(extends), err)
+	}
+	out := make([]ExtendResult, len(extends))
+	for i, r := range res.Results {
+		switch {
+		case r.Status == http.StatusOK && r.Lease != nil:
+			out[i].Lease = *r.Lease
+		default:
+			var e ledgerapi.Error
+			if r.Error != nil {
+				e = *r.Error
+			}
+			out[i].Err = fmt.Errorf("extend lease %s: %w", extends[i].LeaseID, statusError(r.Status, e))
+		}
+	}
+	return out, nil
+}
+
 // Release closes a lease with the node's total spend from it. Releasing a closed lease is
 // answered like a release, so it is safe to retry.
 func (c *Client) Release(ctx context.Context, leaseID string, r ledgerapi.Release) (ledgerapi.Lease, error) {
@@ -210,22 +252,30 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode != http.StatusOK {
 		var e ledgerapi.Error
 		_ = json.Unmarshal(raw, &e)
-		switch resp.StatusCode {
-		case http.StatusNotFound:
-			return ErrNotFound
-		case http.StatusPaymentRequired:
-			return &InsufficientError{Available: e.AvailableMicrocredits, Recallable: e.RecallableMicrocredits}
-		case http.StatusConflict:
-			return ErrLeaseClosed
-		case http.StatusForbidden:
-			return ErrSuspended
-		case http.StatusMethodNotAllowed:
-			return ErrUnsupported
-		}
-		return fmt.Errorf("ledgerd answered %d: %s %s", resp.StatusCode, e.Error.Type, e.Error.Message)
+		return statusError(resp.StatusCode, e)
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
 		return fmt.Errorf("decode response: %w", err)
 	}
 	return nil
+}
+
+// statusError is the error for ledgerd's answer status with error body e, a whole call's or a
+// batch item's: its refusals become ErrNotFound, ErrLeaseClosed, ErrSuspended or
+// *InsufficientError, and a 405 (a ledgerd without the call) ErrUnsupported; anything else is
+// an error that says ledgerd could not answer.
+func statusError(status int, e ledgerapi.Error) error {
+	switch status {
+	case http.StatusNotFound:
+		return ErrNotFound
+	case http.StatusPaymentRequired:
+		return &InsufficientError{Available: e.AvailableMicrocredits, Recallable: e.RecallableMicrocredits}
+	case http.StatusConflict:
+		return ErrLeaseClosed
+	case http.StatusForbidden:
+		return ErrSuspended
+	case http.StatusMethodNotAllowed:
+		return ErrUnsupported
+	}
+	return fmt.Errorf("ledgerd answered %d: %s %s", status, e.Error.Type, e.Error.Message)
 }

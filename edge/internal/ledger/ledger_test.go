@@ -210,3 +210,75 @@ func TestLookupKeysUnsupported(t *testing.T) {
 		})
 	}
 }
+
+// ExtendMany sends the batch as pkg/ledgerapi documents it and maps each item's answer as the
+// single Extend maps a whole answer: new terms, or the same refusal errors.
+func TestExtendMany(t *testing.T) {
+	var body string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.Equal(t, "POST /internal/v1/leases/extend", r.Method+" "+r.URL.Path)
+		require.Equal(t, "Bearer s", r.Header.Get("Authorization"))
+		raw, _ := io.ReadAll(r.Body)
+		body = string(raw)
+		w.Write([]byte(`{"results":[
+			{"status":200,"lease":{"lease_id":"l1","account_id":"a1","granted_microcredits":900,"expires_at":"2026-11-01T12:01:00Z","ttl_ms":60000,"available_microcredits":5,"future_field":1}},
+			{"status":402,"error":{"type":"billing_error","message":"no"},"available_microcredits":7,"recallable_microcredits":40},
+			{"status":403,"error":{"type":"permission_error","message":"suspended"}},
+			{"status":404,"error":{"type":"not_found_error","message":"unknown"}},
+			{"status":409,"error":{"type":"conflict_error","message":"closed"}},
+			{"status":500,"error":{"type":"api_error","message":"odd"}}],"future_field":1}`))
+	}))
+	defer srv.Close()
+	c := ledger.New(ledger.Config{URL: srv.URL, Secret: "s", Timeout: time.Second})
+	defer c.Close()
+	items := make([]ledgerapi.ExtendItem, 6)
+	for i := range items {
+		items[i] = ledgerapi.ExtendItem{LeaseID: fmt.Sprint("l", i+1), Extend: ledgerapi.Extend{WantMicrocredits: int64(i), SpentMicrocredits: 3}}
+	}
+	res, err := c.ExtendMany(context.Background(), items)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(body, `{"extends":[{"lease_id":"l1","want_microcredits":0,"min_microcredits":0,"spent_microcredits":3},`), body)
+	require.Len(t, res, 6)
+	require.NoError(t, res[0].Err)
+	require.Equal(t, ledgerapi.Lease{LeaseID: "l1", AccountID: "a1", GrantedMicrocredits: 900,
+		ExpiresAt: time.Date(2026, 11, 1, 12, 1, 0, 0, time.UTC), TTLMillis: 60000, AvailableMicrocredits: 5}, res[0].Lease)
+	var ins *ledger.InsufficientError
+	require.ErrorAs(t, res[1].Err, &ins)
+	require.Equal(t, ledger.InsufficientError{Available: 7, Recallable: 40}, *ins)
+	require.ErrorIs(t, res[2].Err, ledger.ErrSuspended)
+	require.ErrorIs(t, res[3].Err, ledger.ErrNotFound)
+	require.ErrorIs(t, res[4].Err, ledger.ErrLeaseClosed)
+	require.ErrorContains(t, res[5].Err, "500")
+	require.ErrorContains(t, res[5].Err, "l6")
+}
+
+// A ledgerd from before the batch extend answers 404 (no route for /leases/extend), or 405
+// through something that routes it: both say "not supported", so the admitter falls back to
+// single extends. Other failures, and an answer that does not match the request, do not.
+func TestExtendManyUnsupported(t *testing.T) {
+	for _, tc := range []struct {
+		status      int
+		body        string
+		unsupported bool
+	}{
+		{http.StatusNotFound, `{"error":{"type":"not_found_error","message":"no such resource"}}`, true},
+		{http.StatusMethodNotAllowed, `{"error":{"type":"method_not_allowed","message":"y"}}`, true},
+		{http.StatusInternalServerError, `{"error":{"type":"api_error","message":"y"}}`, false},
+		{http.StatusBadRequest, `{"error":{"type":"invalid_request_error","message":"y"}}`, false},
+		{http.StatusOK, `{"results":[]}`, false},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tc.status)
+				w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			c := ledger.New(ledger.Config{URL: srv.URL, Secret: "s", Timeout: time.Second})
+			defer c.Close()
+			_, err := c.ExtendMany(context.Background(), []ledgerapi.ExtendItem{{LeaseID: "l1"}})
+			require.Error(t, err)
+			require.Equal(t, tc.unsupported, errors.Is(err, ledger.ErrUnsupported), "%v", err)
+			require.NotErrorIs(t, err, ledger.ErrNotFound)
+		})
+	}
+}

@@ -36,10 +36,21 @@ func (a *Admitter) queue(j job) {
 // queueRelease schedules l's release; its references are all gone.
 func (a *Admitter) queueRelease(l *lease) { a.queue(job{l: l, release: true}) }
 
-// topUp schedules a background extend of l unless one is already on its way.
+// topUp schedules a background extend of l unless one is already on its way: through the
+// batcher when ledgerd has the batch extend, else as a job for the workers. Never blocks: a
+// full queue drops it, and the sweep or a later admission asks again.
 func (a *Admitter) topUp(l *lease) {
-	if l.busy.CompareAndSwap(false, true) {
+	if !l.busy.CompareAndSwap(false, true) {
+		return
+	}
+	if a.batch == nil {
 		a.queue(job{l: l})
+		return
+	}
+	select {
+	case a.refreshQ <- l:
+	default:
+		l.busy.Store(false)
 	}
 }
 
@@ -60,22 +71,30 @@ func (a *Admitter) work() {
 	}
 }
 
-// refresh extends a current lease in the background: up to its size again when it runs
-// low, and in any case to push its expiry out. Nothing here is a request's minimum, so
-// ledgerd never refuses it for want of credit (it grants what it can, maybe nothing).
+// refresh extends a current lease in the background, one call: up to its size again when
+// it runs low, and in any case to push its expiry out. Nothing here is a request's minimum,
+// so ledgerd never refuses it for want of credit (it grants what it can, maybe nothing).
+// refreshBatch does the same for many leases in one call.
 func (a *Admitter) refresh(l *lease) {
 	defer l.busy.Store(false)
 	if l.retired.Load() {
 		return
 	}
-	err := a.extend(l, a.size(l.acct, l, 0), 0)
-	switch {
-	case errors.Is(err, ledger.ErrLeaseClosed), errors.Is(err, ledger.ErrNotFound), errors.Is(err, ledger.ErrSuspended):
-		a.retire(l)
-	case err != nil:
+	if err := a.extend(l, a.size(l.acct, l, 0), 0); err != nil && !a.refused(l, err) {
 		// ledgerd unreachable: the lease stays usable until its local expiry.
 		a.log.Debug("lease_extend_failed", "lease_id", l.id, "error", err)
 	}
+}
+
+// refused takes ledgerd's refusal of a background extend of l: a lease ledgerd closed, does
+// not know, or will not extend (suspended account) is retired. It reports whether err was
+// such a refusal; on any other error the lease stays usable until its local expiry.
+func (a *Admitter) refused(l *lease, err error) bool {
+	if errors.Is(err, ledger.ErrLeaseClosed) || errors.Is(err, ledger.ErrNotFound) || errors.Is(err, ledger.ErrSuspended) {
+		a.retire(l)
+		return true
+	}
+	return false
 }
 
 // release returns l to ledgerd with its final spend. A failed release is retried with

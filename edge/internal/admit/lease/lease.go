@@ -17,7 +17,10 @@
 // the holds running on it (at least four holds, at most SizeMax); ledgerd grants at most a
 // quarter of the account's available credit, and exactly the request's hold when that is
 // all it can spare. A background extend tops a busy lease up when it falls below half its
-// size, so steady traffic does not wait for ledgerd, and refreshes its expiry.
+// size, so steady traffic does not wait for ledgerd, and refreshes its expiry. When ledgerd
+// has the batch extend (BatchLedger), these background extends are gathered by one batcher
+// goroutine and sent many leases a call (batch.go), so ledgerd's calls and commits follow
+// rounds, not active accounts; the extends a request waits for stay single calls.
 //
 // Returning credit: a lease is released — reporting what the node spent from it, so ledgerd
 // keeps reserving only what has not settled yet — when it leaves the cache, when it has been
@@ -119,7 +122,8 @@ const (
 	// attemptsMax bounds the calls one request makes when others on the node keep taking
 	// what its calls obtained.
 	attemptsMax = 16
-	// workers run background ledgerd calls (extends, releases); jobsMax bounds their queue.
+	// workers run background ledgerd calls (releases, and extends when they are not batched);
+	// jobsMax bounds their queue.
 	// A full queue defers the work to the next sweep. A call mostly waits — for the network
 	// and for ledgerd's database, where a settlement batch can hold the lock for hundreds of
 	// milliseconds — so there are enough workers for the top-ups of many busy accounts at
@@ -147,15 +151,26 @@ type Admitter struct {
 	pending []*lease          // releases waiting for a retry or for room in jobs
 	closed  bool
 
-	jobs      chan job
-	stopSweep chan struct{}
-	stopWork  chan struct{}
-	sweepDone chan struct{}
-	workWG    sync.WaitGroup
+	jobs chan job
+	// Background refresh batching (batch.go); batch is nil when led has no batch extend.
+	batch      BatchLedger
+	refreshQ   chan *lease   // leases marked busy, waiting for the batcher; refreshQueueMax
+	batchSlots chan struct{} // batch calls in flight; batchCallsMax
+	batchAfter atomic.Int64  // Unix ns before which refreshes are single calls (ledgerd lacks the batch)
+	batchPause atomic.Int64  // Unix ns before which the batcher makes no call (after a failure)
+	bg         context.Context
+	stopBG     context.CancelFunc
+	batchDone  chan struct{} // closed when the batcher has returned
+	batchWG    sync.WaitGroup
+	stopSweep  chan struct{}
+	stopWork   chan struct{}
+	sweepDone  chan struct{}
+	workWG     sync.WaitGroup
 
-	local atomic.Uint64 // admissions answered from a lease
-	rpc   atomic.Uint64 // admissions that waited for ledgerd
-	calls *prometheus.CounterVec
+	local      atomic.Uint64 // admissions answered from a lease
+	rpc        atomic.Uint64 // admissions that waited for ledgerd
+	calls      *prometheus.CounterVec
+	batchItems *prometheus.CounterVec
 }
 
 var _ admit.Admitter = (*Admitter)(nil)
@@ -193,10 +208,13 @@ func New(cfg Config, led Ledger, log *slog.Logger) (*Admitter, error) {
 	}
 	a.cache = cache
 	a.calls = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_edge_lease_calls_total",
-		Help: "Lease calls to ledgerd by call (grant, extend, release, recalls) and result (ok, refused, error)."},
+		Help: "Lease calls to ledgerd by call (grant, extend, extend_batch, release, recalls) and result (ok, refused, unsupported, error)."},
 		[]string{"call", "result"})
+	a.batchItems = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tollgate_edge_lease_batch_extends_total",
+		Help: "Leases extended in batch calls (call=extend_batch that answered), by result (ok, refused)."},
+		[]string{"result"})
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(a.calls,
+		cfg.Registerer.MustRegister(a.calls, a.batchItems,
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tollgate_edge_lease_admissions_total",
 				Help: "Admissions answered from a local lease (path=local) or after a ledgerd call (path=ledgerd).", ConstLabels: prometheus.Labels{"path": "local"}},
 				func() float64 { return float64(a.local.Load()) }),
@@ -211,6 +229,16 @@ func New(cfg Config, led Ledger, log *slog.Logger) (*Admitter, error) {
 	for range workers {
 		a.workWG.Add(1)
 		go a.work()
+	}
+	a.bg, a.stopBG = context.WithCancel(context.Background())
+	a.batchDone = make(chan struct{})
+	if b, ok := led.(BatchLedger); ok {
+		a.batch = b
+		a.refreshQ = make(chan *lease, refreshQueueMax)
+		a.batchSlots = make(chan struct{}, batchCallsMax)
+		go a.batcher()
+	} else {
+		close(a.batchDone)
 	}
 	go a.sweepLoop()
 	return a, nil
@@ -301,7 +329,8 @@ func (a *Admitter) unref(l *lease) {
 	}
 }
 
-// Close returns every lease to ledgerd, waiting up to ctx for the calls, then stops the
+// Close stops the batcher — batch calls in flight are cancelled, queued refreshes dropped —
+// returns every lease to ledgerd, waiting up to ctx for the calls, then stops the
 // background work and frees the cache. Requests must have finished (the server has shut
 // down): a lease with a request still running is left to expire. Idempotent.
 func (a *Admitter) Close(ctx context.Context) error {
@@ -314,6 +343,9 @@ func (a *Admitter) Close(ctx context.Context) error {
 	a.mu.Unlock()
 	close(a.stopSweep)
 	<-a.sweepDone
+	a.stopBG()
+	<-a.batchDone
+	a.batchWG.Wait()
 
 	a.mu.Lock()
 	all := make([]*lease, 0, len(a.leases))

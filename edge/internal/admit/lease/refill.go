@@ -217,20 +217,38 @@ func (a *Admitter) grant(acct *account, size, minimum int64) error {
 // extend asks ledgerd to add to l up to size − remaining (at least minimum), reporting the
 // node's spend and refreshing the expiry. minimum 0 only refreshes when nothing is spare.
 func (a *Admitter) extend(l *lease, size, minimum int64) error {
-	want := min(max(size-l.remaining(), minimum, 0), amountMax)
+	x := a.extendCall(l, size, minimum)
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Timeout)
 	defer cancel()
-	before := l.granted.Load()
 	sent := a.mono()
-	resp, err := a.led.Extend(ctx, l.id, ledgerapi.Extend{WantMicrocredits: want, MinMicrocredits: minimum,
-		SpentMicrocredits: l.spent.Load()})
+	resp, err := a.led.Extend(ctx, l.id, x.req)
 	a.count("extend", err)
 	if err != nil {
 		return err
 	}
-	l.raiseGranted(resp.GrantedMicrocredits)
-	a.applyTerms(l, resp, sent, want, resp.GrantedMicrocredits-before, size)
+	a.extended(x, resp, sent)
 	return nil
+}
+
+// pendingExtend is one extend being asked for: l's, and what extended needs of the asking.
+type pendingExtend struct {
+	l      *lease
+	req    ledgerapi.Extend
+	size   int64 // the lease size aimed at
+	before int64 // l's granted when the extend was asked for
+}
+
+// extendCall prepares an extend of l up to size − remaining (at least minimum).
+func (a *Admitter) extendCall(l *lease, size, minimum int64) pendingExtend {
+	want := min(max(size-l.remaining(), minimum, 0), amountMax)
+	return pendingExtend{l: l, size: size, before: l.granted.Load(),
+		req: ledgerapi.Extend{WantMicrocredits: want, MinMicrocredits: minimum, SpentMicrocredits: l.spent.Load()}}
+}
+
+// extended takes ledgerd's answer to x, sent at sent (monotonic), into its lease.
+func (a *Admitter) extended(x pendingExtend, resp ledgerapi.Lease, sent int64) {
+	x.l.raiseGranted(resp.GrantedMicrocredits)
+	a.applyTerms(x.l, resp, sent, x.req.WantMicrocredits, resp.GrantedMicrocredits-x.before, x.size)
 }
 
 // applyTerms takes a grant or extend answer into l: expiry, and whether the account is low.
@@ -268,17 +286,23 @@ func (a *Admitter) availableBestEffort(accountID string) int64 {
 
 // count records a lease call's result.
 func (a *Admitter) count(call string, err error) {
-	result := "ok"
+	a.calls.WithLabelValues(call, callResult(err)).Inc()
+}
+
+// callResult is a ledgerd call's outcome for the metrics: ok, refused (a refusal of ledgerd's),
+// unsupported (a ledgerd without the call) or error.
+func callResult(err error) string {
 	var ins *ledger.InsufficientError
 	switch {
 	case err == nil:
+		return "ok"
 	case errors.As(err, &ins), errors.Is(err, ledger.ErrLeaseClosed), errors.Is(err, ledger.ErrSuspended),
 		errors.Is(err, ledger.ErrNotFound):
-		result = "refused"
-	default:
-		result = "error"
+		return "refused"
+	case errors.Is(err, ledger.ErrUnsupported):
+		return "unsupported"
 	}
-	a.calls.WithLabelValues(call, result).Inc()
+	return "error"
 }
 
 // mulDiv is a·b/c for non-negative a, b and positive c, saturating instead of overflowing.

@@ -1,5 +1,5 @@
 // Package leasetest is an in-memory ledgerd for tests of the edge's lease admitter and of
-// what runs on it (the proxy): it implements the admitter's Ledger interface and plays
+// what runs on it (the proxy): it implements the admitter's BatchLedger interface and plays
 // ledgerd's lease rules (ledgerd/README.md "Lease arithmetic").
 package leasetest
 
@@ -21,17 +21,20 @@ import (
 // settles, so a released lease keeps reserving its reported spend: available is what the
 // account could still spend if every charge so far were settled.
 type Ledger struct {
-	mu      sync.Mutex
-	ttl     time.Duration
-	balance map[string]int64
-	leases  map[string]*lease
-	seq     int
-	down    bool          // every call fails as if ledgerd were unreachable
-	gate    chan struct{} // when set, Grant waits for it to close
-	entered chan struct{} // when set, Grant signals here before waiting on gate
-	calls   map[string]int
-	wants   []int64        // want of every grant and extend, in order
-	extends map[string]int // extends per account
+	mu        sync.Mutex
+	ttl       time.Duration
+	balance   map[string]int64
+	leases    map[string]*lease
+	seq       int
+	down      bool          // every call fails as if ledgerd were unreachable
+	gate      chan struct{} // when set, Grant waits for it to close
+	entered   chan struct{} // when set, Grant signals here before waiting on gate
+	calls     map[string]int
+	wants     []int64        // want of every grant and extend, in order
+	extends   map[string]int // extends per account, single or in a batch
+	batches   []int          // items of every batch extend call, in order
+	noBatch   bool           // ExtendMany answers ErrUnsupported, as a ledgerd before it
+	suspended map[string]bool
 }
 
 type lease struct {
@@ -43,7 +46,7 @@ type lease struct {
 // New returns a ledger with no accounts and a lease TTL of one minute.
 func New() *Ledger {
 	return &Ledger{ttl: time.Minute, balance: map[string]int64{}, leases: map[string]*lease{}, calls: map[string]int{},
-		extends: map[string]int{}}
+		extends: map[string]int{}, suspended: map[string]bool{}}
 }
 
 var errDown = errors.New("connection refused")
@@ -59,6 +62,46 @@ func (f *Ledger) SetTTL(d time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ttl = d
+}
+
+// SetBatch makes ExtendMany answer as ledgerd does (on), or ledger.ErrUnsupported as a ledgerd
+// from before the batch extend does (off). On by default.
+func (f *Ledger) SetBatch(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.noBatch = !on
+}
+
+// SetSuspended suspends an account (grants and extends are refused) or resumes it.
+func (f *Ledger) SetSuspended(acct string, suspended bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.suspended[acct] = suspended
+}
+
+// CloseLease closes a lease behind its node's back, as ledgerd's reaper does, keeping what
+// was reported on it.
+func (f *Ledger) CloseLease(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l := f.leases[id]; l != nil {
+		l.open = false
+	}
+}
+
+// ForgetLease drops a lease, so that ledgerd answers it 404.
+func (f *Ledger) ForgetLease(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.leases, id)
+}
+
+// Batches returns the items of every batch extend call so far, in order, the ones answered
+// ErrUnsupported included.
+func (f *Ledger) Batches() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.batches)
 }
 
 // Block makes grants wait until release is called; entered receives when the first of them
@@ -238,6 +281,9 @@ func (f *Ledger) Grant(_ context.Context, g ledgerapi.Grant) (ledgerapi.Lease, e
 	if _, ok := f.balance[g.AccountID]; !ok {
 		return ledgerapi.Lease{}, ledger.ErrNotFound
 	}
+	if f.suspended[g.AccountID] {
+		return ledgerapi.Lease{}, ledger.ErrSuspended
+	}
 	avail := f.available(g.AccountID)
 	amount, ok := grantAmount(avail, g.WantMicrocredits, g.MinMicrocredits)
 	if !ok {
@@ -260,6 +306,32 @@ func (f *Ledger) Extend(_ context.Context, id string, e ledgerapi.Extend) (ledge
 	if err := f.enter("extend"); err != nil {
 		return ledgerapi.Lease{}, err
 	}
+	return f.extend(id, e)
+}
+
+// ExtendMany applies each extend as Extend does, answering each one's result.
+func (f *Ledger) ExtendMany(_ context.Context, extends []ledgerapi.ExtendItem) ([]ledger.ExtendResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.batches = append(f.batches, len(extends))
+	if err := f.enter("extend_batch"); err != nil {
+		return nil, err
+	}
+	if f.noBatch {
+		return nil, fmt.Errorf("extend %d leases: %w", len(extends), ledger.ErrUnsupported)
+	}
+	if len(extends) == 0 || len(extends) > ledgerapi.ExtendBatchMax {
+		return nil, fmt.Errorf("extend %d leases: ledgerd answered 400", len(extends))
+	}
+	out := make([]ledger.ExtendResult, len(extends))
+	for i, x := range extends {
+		out[i].Lease, out[i].Err = f.extend(x.LeaseID, x.Extend)
+	}
+	return out, nil
+}
+
+// extend is one extend, with the lock held.
+func (f *Ledger) extend(id string, e ledgerapi.Extend) (ledgerapi.Lease, error) {
 	f.wants = append(f.wants, e.WantMicrocredits)
 	l := f.leases[id]
 	switch {
@@ -267,6 +339,8 @@ func (f *Ledger) Extend(_ context.Context, id string, e ledgerapi.Extend) (ledge
 		return ledgerapi.Lease{}, ledger.ErrNotFound
 	case !l.open:
 		return ledgerapi.Lease{}, ledger.ErrLeaseClosed
+	case f.suspended[l.account]:
+		return ledgerapi.Lease{}, ledger.ErrSuspended
 	}
 	avail := f.available(l.account)
 	amount, ok := grantAmount(avail, e.WantMicrocredits, e.MinMicrocredits)

@@ -23,7 +23,16 @@
 --
 -- Retention: drop monthly partitions on every server,
 --   ALTER TABLE tollgate.requests_local ON CLUSTER tollgate_cluster DROP PARTITION 202511;
+--   ALTER TABLE tollgate.request_ids_local ON CLUSTER tollgate_cluster DROP PARTITION 202511;
 --   ALTER TABLE tollgate.usage_daily_local ON CLUSTER tollgate_cluster DROP PARTITION 202511;
+--
+-- Upgrading a cluster that has requests but no request_ids: run this file again before the new
+-- analytics version starts (it only adds what is missing). analytics then copies the existing
+-- ids into request_ids in the background, newest day first, logging its progress; until a day
+-- is copied its existence check reads requests for that day, as before. A version of analytics
+-- that finds requests to be a Distributed table without request_ids does not create one (a
+-- plain view on the Distributed table would see only the inserts through its own server) and
+-- keeps checking requests, logging request_ids_missing.
 
 CREATE DATABASE IF NOT EXISTS tollgate ON CLUSTER tollgate_cluster;
 
@@ -68,6 +77,28 @@ ORDER BY (toDate(ts), account_id, request_id);
 CREATE TABLE IF NOT EXISTS tollgate.requests ON CLUSTER tollgate_cluster
 AS tollgate.requests_local
 ENGINE = Distributed(tollgate_cluster, tollgate, requests_local, cityHash64(request_id));
+
+-- The request ids of requests_local, sorted by request_id, for the consumer's existence check
+-- (schema.sql explains why). Sharded like requests, by cityHash64(request_id), and filled by a
+-- view on each server's requests_local, so every id lives on the shard of its row, written in
+-- the same insert, never before it.
+CREATE TABLE IF NOT EXISTS tollgate.request_ids_local ON CLUSTER tollgate_cluster
+(
+    request_id  String,
+    ts          DateTime('UTC')
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/tollgate/request_ids_local', '{replica}')
+PARTITION BY toYYYYMM(ts)
+ORDER BY request_id;
+
+CREATE TABLE IF NOT EXISTS tollgate.request_ids ON CLUSTER tollgate_cluster
+AS tollgate.request_ids_local
+ENGINE = Distributed(tollgate_cluster, tollgate, request_ids_local, cityHash64(request_id));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS tollgate.request_ids_mv ON CLUSTER tollgate_cluster
+TO tollgate.request_ids_local AS
+SELECT request_id, ts
+FROM tollgate.requests_local;
 
 CREATE TABLE IF NOT EXISTS tollgate.usage_daily_local ON CLUSTER tollgate_cluster
 (
@@ -144,3 +175,24 @@ ORDER BY (consumer_group, topic, kafka_partition);
 CREATE TABLE IF NOT EXISTS tollgate.kafka_offsets ON CLUSTER tollgate_cluster
 AS tollgate.kafka_offsets_local
 ENGINE = Distributed(tollgate_cluster, tollgate, kafka_offsets_local, cityHash64(consumer_group, topic, kafka_partition));
+
+-- analytics' record of its one-time copy of the ids that requests held before request_ids
+-- existed (analytics/internal/store/clickhouse/requestids.go has the single-node form). Every
+-- instance, whichever server it reaches, sees the same progress and the same lease, so one
+-- instance copies while the others wait. A few rows per copied day, one per lease heartbeat
+-- (every 20 s while a copy runs). analytics creates none of the request_ids tables on a
+-- cluster: without them it checks requests, as before, and logs request_ids_missing.
+CREATE TABLE IF NOT EXISTS tollgate.request_ids_backfill_local ON CLUSTER tollgate_cluster
+(
+    event      String,
+    day        Date,
+    owner      String,
+    row_count  UInt64,
+    at         DateTime('UTC') DEFAULT now()
+)
+ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/tollgate/request_ids_backfill_local', '{replica}')
+ORDER BY (event, day);
+
+CREATE TABLE IF NOT EXISTS tollgate.request_ids_backfill ON CLUSTER tollgate_cluster
+AS tollgate.request_ids_backfill_local
+ENGINE = Distributed(tollgate_cluster, tollgate, request_ids_backfill_local, cityHash64(event));

@@ -11,6 +11,7 @@
 --
 -- Retention: by monthly partition, e.g. to drop November 2025:
 --     ALTER TABLE tollgate.requests DROP PARTITION 202511;
+--     ALTER TABLE tollgate.request_ids DROP PARTITION 202511;  -- with requests, never before it
 --     ALTER TABLE tollgate.usage_daily DROP PARTITION 202511;  -- or keep the small rollups longer
 -- Partitions present: SELECT DISTINCT partition FROM system.parts WHERE database = 'tollgate' AND active;
 
@@ -22,7 +23,8 @@ CREATE DATABASE IF NOT EXISTS tollgate;
 -- ends with request_id, so a record inserted twice (same request_id, same ts and account, as a
 -- redelivered record is byte-identical) becomes one row. Merges happen eventually, so queries
 -- that must not double count use FINAL or GROUP BY request_id; the analytics consumer also
--- refuses to insert a request_id that is already stored, which keeps the rollups below exact.
+-- refuses to insert a request_id that is already stored (it asks request_ids below), which
+-- keeps the rollups exact.
 CREATE TABLE IF NOT EXISTS tollgate.requests
 (
     ts                      DateTime('UTC'),  -- ts_end_ms truncated to the second; partitions
@@ -110,3 +112,35 @@ SELECT
     sum(upstream_cost_microusd)  AS upstream_cost_microusd
 FROM tollgate.requests
 GROUP BY day, account_id, model;
+
+-- The request ids of requests, sorted by request_id, for the consumer's existence check ("which
+-- ids of this batch are stored already?"). requests is sorted by day and account first, so
+-- there the check reads every granule that holds an account boundary of the batch's day: up
+-- to the whole day once merges have built one part for it. Edge request ids are UUIDv7, which
+-- sort by time, so a batch's ids sit together here and the primary key reads only the
+-- granules around them, however many rows the day has (analytics/README.md has the figures).
+--
+-- Filled only by request_ids_mv, inside the same INSERT as the rows of requests: ClickHouse
+-- writes the base table first and then its views in name order (request_ids_mv before
+-- usage_daily_mv; checked on 18.16), so an id is never here without its row. An insert that
+-- fails half-way leaves either rows without their ids (the retry inserts them again: FINAL
+-- collapses the copies, and usage_daily, written last, had not counted them) or rows and ids
+-- without their rollup (rebuild the month: analytics/README.md) — never a rollup counted twice.
+-- ReplacingMergeTree collapses repeated ids (a backfill that ran twice) as parts merge; the
+-- check only asks whether an id is present, so repeats never change its answer.
+--
+-- Installations that had requests before this table existed get their old ids copied in by the
+-- analytics service at start (in the background; request_ids_backfill records its progress),
+-- and until a day is copied the check reads requests for that day.
+CREATE TABLE IF NOT EXISTS tollgate.request_ids
+(
+    request_id  String,
+    ts          DateTime('UTC')   -- the row's ts: monthly partitions and the check's time range
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts)
+ORDER BY request_id;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS tollgate.request_ids_mv TO tollgate.request_ids AS
+SELECT request_id, ts
+FROM tollgate.requests;

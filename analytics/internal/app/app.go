@@ -188,6 +188,11 @@ func (a *App) Run(ctx context.Context) error {
 // stepAttempt bounds one attempt of a start-up step (ClickHouse or Kafka).
 const stepAttempt = 30 * time.Second
 
+// backfillAttempt bounds one attempt of copying old request ids into request_ids, which runs
+// for as long as the installation's history takes to copy; each statement of it has its own
+// bound (clickhouse.Config's BackfillCopyTimeout and ReadTimeout).
+const backfillAttempt = 7 * 24 * time.Hour
+
 // retry runs a start-up step until it succeeds (true) or ctx ends (false).
 func (a *App) retry(ctx context.Context, step string, f func(context.Context) error) bool {
 	return retry.Until(ctx, a.log, step, stepAttempt, f) == nil
@@ -198,6 +203,15 @@ func (a *App) consume(ctx context.Context) error {
 		return nil
 	}
 	a.schemaOK.Store(true)
+	// The copy of old request ids runs beside the consumer, whose existence check reads
+	// requests for the days not copied yet; it ends with the consumer.
+	backfillCtx, stopBackfill := context.WithCancel(ctx)
+	backfillDone := make(chan struct{})
+	go func() {
+		defer close(backfillDone)
+		_ = retry.Until(backfillCtx, a.log, "backfill_request_ids", backfillAttempt, a.store.BackfillRequestIDs)
+	}()
+	defer func() { stopBackfill(); <-backfillDone }()
 	ensure := func(ctx context.Context) error {
 		return bus.EnsureTopics(ctx, a.cfg.KafkaBrokers, a.cfg.KafkaPartitions, usage.Topic, usage.TopicDLQ)
 	}
@@ -308,7 +322,11 @@ func (a *App) rewindToClickHouse(ctx context.Context) error {
 			"backup?); stop every analytics instance of the group, then start one, which moves the offsets back: %w",
 			group, len(back), err)
 	}
-	a.log.Info("kafka_offsets_rewound", "group", group, "topic", topic, "offsets", back)
+	// A backup's request_ids may be newer than its requests: ids of rows the restored requests
+	// lacks would make the records read again look stored. Confirm found ids in requests.
+	a.store.VerifyFoundIDs()
+	a.log.Info("kafka_offsets_rewound", "group", group, "topic", topic, "offsets", back,
+		"detail", "until the next start, request ids found in request_ids are confirmed in requests")
 	return nil
 }
 

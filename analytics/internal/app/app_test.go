@@ -265,6 +265,36 @@ func TestRestoredClickHouseReadsWhatItLacks(t *testing.T) {
 		"offsets are missing for one partition only: not the first start with offset tracking")
 }
 
+// TestUpgradeCopiesRequestIDs: analytics of this version starts on an installation that the
+// previous one left, without request_ids, its view or the copy's record, while new records
+// and a replay of 300 stored ones (an edge WAL replay) wait in Kafka. It creates the id table,
+// copies the old ids in the background while it consumes, and stores every request exactly
+// once, totals exact.
+func TestUpgradeCopiesRequestIDs(t *testing.T) {
+	h := newRestartHarness(t)
+	recs := storetest.Records(51, 1500, time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC))
+	_, stop := startApp(t, h.cfg, io.Discard)
+	h.produce(recs[:1000])
+	h.committedUpTo(1000)
+	stop()
+	for _, name := range []string{"request_ids_mv", "request_ids", "request_ids_backfill"} {
+		h.exec("DROP TABLE " + h.db + "." + name)
+	}
+	h.produce(recs[1000:])
+	h.produce(recs[:300])
+
+	logs := h.logFile("upgrade.log")
+	_, stop = startApp(t, h.cfg, logs)
+	h.committedUpTo(1800)
+	h.waitLog(logs, "request_ids_backfill_done")
+	stop()
+	h.requireExactlyOnce(recs)
+	var ids uint64
+	require.NoError(t, h.conn.QueryRow(h.ctx, "SELECT uniqExact(request_id) FROM "+h.db+".request_ids").Scan(&ids))
+	require.Equal(t, uint64(len(recs)), ids)
+	require.Contains(t, h.read(logs), `"msg":"request_ids_backfill_started"`)
+}
+
 // TestStartWithoutSavedOffsets: Kafka has the group's commits, but kafka_offsets has no row
 // for the group at all. With usage rows in ClickHouse, that is the first start of the version
 // that saves offsets on an existing installation: analytics resumes at Kafka's offsets (no

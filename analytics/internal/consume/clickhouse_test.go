@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -226,5 +227,69 @@ func (h *harness) checkDLQ(want [][]byte) {
 	for _, v := range want {
 		require.Contains(t, got, string(v))
 		require.Contains(t, got[string(v)], "invalid usage record", fmt.Sprintf("reason for %q", v))
+	}
+}
+
+// deadLetterLog keeps what was dead-lettered.
+type deadLetterLog struct {
+	mu   sync.Mutex
+	msgs []bus.Message
+}
+
+func (d *deadLetterLog) Send(_ context.Context, msgs ...bus.Message) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.msgs = append(d.msgs, msgs...)
+	return nil
+}
+
+// TestRedeliveryOnAFullDay: a batch lands on a day that already holds 100,000 rows, merged into
+// one part as background merges leave a day: 2,000 new records from the day's last seconds,
+// 5 records hours older that were never stored and 5 that were (edge WAL replays), and two
+// invalid messages. Delivered again (a crash before the commit), nothing is inserted, the
+// invalid ones reach the dead letters again with their bytes, and the base table (raw rows)
+// and the daily rollups equal the records, compared as exact integers.
+func TestRedeliveryOnAFullDay(t *testing.T) {
+	st, dsn := storetest.Open(t)
+	h := &harness{t: t, st: st, conn: storetest.Conn(t, dsn), db: st.Database()}
+	ctx := context.Background()
+	dayStart := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	day := storetest.DayRecords(61, 100_000, dayStart, 23*time.Hour, 500)
+	require.NoError(t, st.Insert(ctx, day))
+	storetest.MergeFinal(t, h.conn, h.db, "requests", "request_ids")
+
+	fresh := storetest.DayRecords(62, 2000, dayStart.Add(23*time.Hour-2*time.Second), 2*time.Second, 500)
+	replayedNew := storetest.DayRecords(63, 5, dayStart.Add(13*time.Hour), 9*time.Hour, 500)
+	replayedStored := day[40_000:40_005]
+	batch := append(append(append([]usage.Record{}, fresh...), replayedNew...), replayedStored...)
+	invalid := [][]byte{[]byte(`{"v":1,"request_id":"","account_id":"a"}`), []byte("not json")}
+	msgs := make([]bus.Message, 0, len(batch)+len(invalid))
+	for i := range batch {
+		msgs = append(msgs, bus.Message{Topic: usage.Topic, Partition: i % 4, Offset: int64(i / 4),
+			Key: []byte(batch[i].AccountID), Value: batch[i].AppendJSON(nil)})
+	}
+	for i, v := range invalid {
+		msgs = append(msgs, bus.Message{Topic: usage.Topic, Partition: 0, Offset: int64(len(batch) + i), Value: v})
+	}
+
+	m, err := consume.NewMetrics(prometheus.NewRegistry())
+	require.NoError(t, err)
+	dlq := &deadLetterLog{}
+	c := consume.New(consume.Config{BackoffMin: 10 * time.Millisecond}, nil, st, dlq, m, slog.New(slog.DiscardHandler))
+	res, err := c.StoreBatch(ctx, msgs)
+	require.NoError(t, err)
+	require.Equal(t, consume.Result{Inserted: len(fresh) + len(replayedNew), Existing: len(replayedStored),
+		DeadLetters: len(invalid)}, res)
+	res, err = c.StoreBatch(ctx, msgs)
+	require.NoError(t, err)
+	require.Equal(t, consume.Result{Existing: len(batch), DeadLetters: len(invalid)}, res, "redelivered")
+
+	h.check(append(append(append([]usage.Record{}, day...), fresh...), replayedNew...))
+	require.Len(t, dlq.msgs, 2*len(invalid))
+	for i, d := range dlq.msgs {
+		var dl consume.DeadLetter
+		require.NoError(t, json.Unmarshal(d.Value, &dl))
+		require.Equal(t, string(invalid[i%len(invalid)]), dl.Value)
+		require.Contains(t, dl.Reason, "invalid usage record")
 	}
 }

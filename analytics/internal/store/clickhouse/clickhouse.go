@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
@@ -41,6 +42,16 @@ type Config struct {
 	// IDQueryBytesMax bounds the request ids quoted into one existence query; ClickHouse
 	// refuses queries longer than max_query_size (256 KiB by default). Default: 128 KiB.
 	IDQueryBytesMax int
+	// BackfillLeaseTTL: the instance copying old ids into request_ids (BackfillRequestIDs)
+	// renews its lease every third of this; one silent for this long is taken for dead and
+	// another instance takes over. Default: 1m; at least 3s (claims settle for 2s).
+	BackfillLeaseTTL time.Duration
+	// BackfillPoll is how often an instance waiting for another's copy reads its progress.
+	// Default: 10s.
+	BackfillPoll time.Duration
+	// BackfillCopyTimeout bounds copying one day's ids (one INSERT ... SELECT) and listing the
+	// days to copy; it replaces ReadTimeout for those statements. Default: 1h.
+	BackfillCopyTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -56,14 +67,30 @@ func (c *Config) setDefaults() {
 	if c.IDQueryBytesMax <= 0 {
 		c.IDQueryBytesMax = 128 << 10
 	}
+	if c.BackfillLeaseTTL <= 0 {
+		c.BackfillLeaseTTL = time.Minute
+	}
+	c.BackfillLeaseTTL = max(c.BackfillLeaseTTL, claimSettle+time.Second)
+	if c.BackfillPoll <= 0 {
+		c.BackfillPoll = 10 * time.Second
+	}
+	if c.BackfillCopyTimeout <= 0 {
+		c.BackfillCopyTimeout = time.Hour
+	}
 }
 
 // Store talks to one ClickHouse database. Safe for concurrent use.
 type Store struct {
-	conn driver.Conn
-	db   string
-	cfg  Config
-	log  *slog.Logger
+	conn  driver.Conn
+	db    string
+	cfg   Config
+	log   *slog.Logger
+	owner string // this store in request_ids_backfill
+	// ids is where request_ids is complete; until ApplySchema has read it, nowhere, and the
+	// existence check reads requests.
+	ids atomic.Pointer[idCoverage]
+	// verifyFound: confirm in requests the ids found in request_ids (VerifyFoundIDs).
+	verifyFound atomic.Bool
 }
 
 var (
@@ -120,7 +147,9 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse: %w", err)
 	}
-	return &Store{conn: conn, db: db, cfg: cfg, log: log}, nil
+	s := &Store{conn: conn, db: db, cfg: cfg, log: log, owner: newOwner()}
+	s.ids.Store(&idCoverage{})
+	return s, nil
 }
 
 // Database is the database the store uses.
@@ -134,24 +163,23 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// ApplySchema creates the database, tables and views of deploy/clickhouse/schema.sql, and the
-// consumer's offsets table, that do not exist yet. It never alters existing ones.
+// ApplySchema creates the database, tables and views of deploy/clickhouse/schema.sql, the
+// consumer's offsets table and the record of the request id copy, that do not exist yet. It
+// never alters existing ones. It then reads how far request_ids is complete (see
+// BackfillRequestIDs), which decides what the existence check reads.
 func (s *Store) ApplySchema(ctx context.Context) error {
 	stmts, err := SchemaStatements(s.db)
 	if err != nil {
 		return err
 	}
-	offsets, err := Statements(offsetsSchema, s.db)
-	if err != nil {
-		return err
-	}
-	stmts = append(stmts, offsets...)
-	for _, q := range stmts {
-		if err := s.conn.Exec(ctx, q); err != nil {
-			return fmt.Errorf("apply schema statement %q: %w", firstLine(q), err)
+	for _, extra := range []string{offsetsSchema, backfillSchema} {
+		more, err := Statements(extra, s.db)
+		if err != nil {
+			return err
 		}
+		stmts = append(stmts, more...)
 	}
-	return nil
+	return s.applyIDSchema(ctx, stmts)
 }
 
 // Close closes the pool. Idempotent.
@@ -292,8 +320,15 @@ func fill[T any](buf *[]T, recs []usage.Record, value func(*usage.Record) T) []T
 
 // Existing asks which request ids of recs are stored. A redelivered record is byte-identical
 // to the stored one, so its row has the same ts; each query is narrowed to the ts range of its
-// records, which lets ClickHouse skip the partitions and parts outside it (request_id alone
-// has no index). Records are sorted by time first so each chunk's range is tight.
+// records. Records are sorted by time first so each chunk's range is tight.
+//
+// The query reads request_ids, sorted by request_id: edge ids are UUIDv7, ordered by time, so
+// a chunk's ids lie together and its primary key reads only the granules around them, however
+// many rows the day has. For days whose ids are not all in request_ids yet (an installation
+// upgraded while BackfillRequestIDs copies its old ids), it reads requests instead, which is
+// sorted by day and account first: the ts range lets ClickHouse skip other days, but within
+// the day it reads every granule that holds an account boundary, up to the whole day. After
+// VerifyFoundIDs, ids found in request_ids are confirmed in requests.
 //
 // The ids are written into the query by appendQuoted, not bound as a []string argument:
 // clickhouse-go formats each element of a bound slice through reflection, a string replacer
@@ -310,6 +345,7 @@ func (s *Store) Existing(ctx context.Context, recs []usage.Record) (map[string]s
 	}
 	slices.SortFunc(byTime, func(a, b *usage.Record) int { return cmp.Compare(a.TsEndMs, b.TsEndMs) })
 
+	cov, verify := s.ids.Load(), s.verifyFound.Load()
 	var q []byte
 	for start := 0; start < len(byTime); {
 		end, size := start, 0
@@ -318,26 +354,60 @@ func (s *Store) Existing(ctx context.Context, recs []usage.Record) (map[string]s
 			end++
 		}
 		chunk := byTime[start:end]
-		q = append(q[:0], "SELECT request_id FROM "...)
-		q = append(q, s.db...)
-		q = append(q, ".requests WHERE ts >= toDateTime("...)
-		q = strconv.AppendInt(q, TsSeconds(chunk[0].TsEndMs), 10)
-		q = append(q, ") AND ts <= toDateTime("...)
-		q = strconv.AppendInt(q, TsSeconds(chunk[len(chunk)-1].TsEndMs), 10)
-		q = append(q, ") AND request_id IN (SELECT arrayJoin(["...)
-		for i, r := range chunk {
-			if i > 0 {
-				q = append(q, ", "...)
+		start = end
+		covered := cov.covers(TsSeconds(chunk[0].TsEndMs), TsSeconds(chunk[len(chunk)-1].TsEndMs))
+		if !covered || !verify {
+			table := "requests"
+			if covered {
+				table = "request_ids"
 			}
-			q = appendQuoted(q, r.RequestID)
+			q = s.appendExistsQuery(q[:0], table, chunk)
+			if err := s.collectIDs(ctx, found, string(q)); err != nil {
+				return nil, err
+			}
+			continue
 		}
-		q = append(q, "]))"...)
+		q = s.appendExistsQuery(q[:0], "request_ids", chunk)
+		inIDs := make(map[string]struct{})
+		if err := s.collectIDs(ctx, inIDs, string(q)); err != nil {
+			return nil, err
+		}
+		if len(inIDs) == 0 {
+			continue
+		}
+		confirm := make([]*usage.Record, 0, len(inIDs)) // still sorted by time
+		for _, r := range chunk {
+			if _, ok := inIDs[r.RequestID]; ok {
+				confirm = append(confirm, r)
+			}
+		}
+		q = s.appendExistsQuery(q[:0], "requests", confirm)
 		if err := s.collectIDs(ctx, found, string(q)); err != nil {
 			return nil, err
 		}
-		start = end
 	}
 	return found, nil
+}
+
+// appendExistsQuery appends the query for which ids of recs (sorted by time) table holds
+// within their ts range: request_ids and requests both have request_id and ts.
+func (s *Store) appendExistsQuery(q []byte, table string, recs []*usage.Record) []byte {
+	q = append(q, "SELECT request_id FROM "...)
+	q = append(q, s.db...)
+	q = append(q, '.')
+	q = append(q, table...)
+	q = append(q, " WHERE ts >= toDateTime("...)
+	q = strconv.AppendInt(q, TsSeconds(recs[0].TsEndMs), 10)
+	q = append(q, ") AND ts <= toDateTime("...)
+	q = strconv.AppendInt(q, TsSeconds(recs[len(recs)-1].TsEndMs), 10)
+	q = append(q, ") AND request_id IN (SELECT arrayJoin(["...)
+	for i, r := range recs {
+		if i > 0 {
+			q = append(q, ", "...)
+		}
+		q = appendQuoted(q, r.RequestID)
+	}
+	return append(q, "]))"...)
 }
 
 // appendQuoted appends v as a ClickHouse string literal, escaped as clickhouse-go escapes a

@@ -37,7 +37,8 @@ func TestApplySchemaTwice(t *testing.T) {
 	for i, tb := range tables {
 		names[i] = tb.Name
 	}
-	require.Equal(t, []string{"kafka_offsets", "requests", "usage_daily", "usage_daily_mv"}, names)
+	require.Equal(t, []string{"kafka_offsets", "request_ids", "request_ids_backfill", "request_ids_mv", "requests",
+		"usage_daily", "usage_daily_mv"}, names)
 }
 
 // TestOffsets: saved offsets read back per group and topic, and only move forward — a lower
@@ -262,7 +263,7 @@ func TestTsSeconds(t *testing.T) {
 func TestStatementsRename(t *testing.T) {
 	stmts, err := chstore.SchemaStatements("other_db")
 	require.NoError(t, err)
-	require.Len(t, stmts, 4)
+	require.Len(t, stmts, 6)
 	for _, s := range stmts {
 		require.NotRegexp(t, regexp.MustCompile(`\btollgate\b`), s)
 		require.NotContains(t, s, "--")
@@ -287,7 +288,7 @@ func TestClusterSchemaParses(t *testing.T) {
 	ctx := ctxT(t)
 	stmts, err := chstore.FileStatements("clickhouse/cluster.sql", s.Database())
 	require.NoError(t, err)
-	require.Len(t, stmts, 8)
+	require.Len(t, stmts, 13)
 	for _, q := range stmts {
 		err := conn.Exec(ctx, q)
 		if err == nil {
@@ -301,11 +302,15 @@ func TestClusterSchemaParses(t *testing.T) {
 
 // TestClusterSchemaLocal runs cluster.sql without ON CLUSTER and with the non-replicated
 // engines (replication needs ZooKeeper), over the one-server "tollgate_cluster" that
-// deploy/dev/clickhouse.sh configures: the Distributed tables, the view on the local table,
-// the consumer's insert-then-check path and its saved offsets are exercised for real.
+// deploy/dev/clickhouse.sh configures: the Distributed tables, the views on the local tables,
+// the consumer's insert-then-check path and its saved offsets are exercised for real. It
+// starts from the cluster schema before request_ids, with rows, and upgrades it: analytics
+// must not create a plain request_ids there, keeps checking requests until cluster.sql is
+// applied again, and then copies the old ids into the sharded request_ids.
 func TestClusterSchemaLocal(t *testing.T) {
 	dsn, db := storetest.DSN(t, "insert_distributed_sync=1")
-	s, err := chstore.Open(chstore.Config{DSN: dsn}, slog.New(slog.DiscardHandler))
+	logs := &syncBuffer{}
+	s, err := chstore.Open(chstore.Config{DSN: dsn}, slog.New(slog.NewJSONHandler(logs, nil)))
 	require.NoError(t, err)
 	defer s.Close()
 	ctx := ctxT(t)
@@ -318,23 +323,66 @@ func TestClusterSchemaLocal(t *testing.T) {
 	stmts, err := chstore.FileStatements("clickhouse/cluster.sql", db)
 	require.NoError(t, err)
 	// ReplicatedX('path', 'replica') becomes X; ReplicatedX('path', 'replica', args) X(args).
-	replicated := regexp.MustCompile(`Replicated(\w+MergeTree)\('[^']*', '[^']*'\)`)
-	replicatedArgs := regexp.MustCompile(`Replicated(\w+MergeTree)\('[^']*', '[^']*', `)
-	for _, q := range stmts {
-		q = strings.ReplaceAll(q, " ON CLUSTER tollgate_cluster", "")
-		q = replicated.ReplaceAllString(q, "$1")
-		q = replicatedArgs.ReplaceAllString(q, "$1(")
-		require.NoError(t, conn.Exec(ctx, q), q)
+	replicated := regexp.MustCompile(`Replicated(\w*MergeTree)\('[^']*', '[^']*'\)`)
+	replicatedArgs := regexp.MustCompile(`Replicated(\w*MergeTree)\('[^']*', '[^']*', `)
+	idObject := regexp.MustCompile(`^CREATE \w+( \w+)? IF NOT EXISTS \w+\.request_ids`)
+	apply := func(withIDs bool) {
+		for _, q := range stmts {
+			if !withIDs && idObject.MatchString(q) {
+				continue
+			}
+			q = strings.ReplaceAll(q, " ON CLUSTER tollgate_cluster", "")
+			q = replicated.ReplaceAllString(q, "$1")
+			q = replicatedArgs.ReplaceAllString(q, "$1(")
+			require.NoError(t, conn.Exec(ctx, q), q)
+		}
 	}
-	recs := storetest.Records(7, 500, time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC))
-	require.NoError(t, s.Insert(ctx, recs))
-	got, err := s.Existing(ctx, recs)
+	engine := func(table string) string {
+		var e string
+		require.NoError(t, conn.QueryRow(ctx, "SELECT any(engine) FROM system.tables WHERE database = ? AND name = ?", db, table).Scan(&e))
+		return e
+	}
+
+	// The cluster as it was before request_ids, with rows.
+	apply(false)
+	old := storetest.Records(7, 500, time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC))
+	require.NoError(t, s.Insert(ctx, old))
+
+	// analytics of this version before cluster.sql is applied again: no request_ids of its own.
+	require.NoError(t, s.ApplySchema(ctx))
+	require.Contains(t, logs.String(), `"msg":"request_ids_missing"`)
+	for _, table := range []string{"request_ids", "request_ids_mv", "request_ids_backfill"} {
+		require.Empty(t, engine(table), table)
+	}
+	require.NoError(t, s.BackfillRequestIDs(ctx), "nothing to copy into")
+	got, err := s.Existing(ctx, old)
 	require.NoError(t, err)
-	require.Len(t, got, len(recs), "a synchronous distributed insert is visible at once")
+	require.Len(t, got, len(old), "checked in requests")
+
+	// cluster.sql again, then analytics' next start copies the old ids.
+	apply(true)
+	require.NoError(t, s.ApplySchema(ctx))
+	require.NoError(t, s.BackfillRequestIDs(ctx))
+	require.Contains(t, logs.String(), `"msg":"request_ids_backfill_done"`)
+	require.Equal(t, "Distributed", engine("request_ids"))
+	require.Equal(t, "Distributed", engine("request_ids_backfill"), "cluster.sql's table, not one analytics creates")
+
+	recs := storetest.Records(8, 500, time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC))
+	require.NoError(t, s.Insert(ctx, recs))
+	all := append(append([]usage.Record{}, old...), recs...)
+	got, err = s.Existing(ctx, all)
+	require.NoError(t, err)
+	require.Len(t, got, len(all), "a synchronous distributed insert is visible at once")
+	var ids, idsLocal uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT uniqExact(request_id) FROM "+db+".request_ids").Scan(&ids))
+	require.NoError(t, conn.QueryRow(ctx, "SELECT uniqExact(request_id) FROM "+db+".request_ids_local").Scan(&idsLocal))
+	require.Equal(t, uint64(len(all)), ids)
+	require.Equal(t, uint64(len(all)), idsLocal, "old ids copied and new ones written by the view on requests_local")
+	requireChecksIDTable(t, s, conn, db, recs[0])
 
 	var want store.Totals
-	for i := range recs {
-		want.AddRecord(&recs[i])
+	for i := range all {
+		want.AddRecord(&all[i])
 	}
 	var cost int64
 	require.NoError(t, conn.QueryRow(ctx, "SELECT sum(cost_microcredits) FROM "+db+".usage_daily").Scan(&cost))
@@ -350,9 +398,7 @@ func TestClusterSchemaLocal(t *testing.T) {
 	offsets, err := s.Offsets(ctx, "analytics", "usage.v1")
 	require.NoError(t, err)
 	require.Equal(t, map[int]int64{0: 10, 1: 9}, offsets)
-	var engine string
-	require.NoError(t, conn.QueryRow(ctx, "SELECT engine FROM system.tables WHERE database = ? AND name = 'kafka_offsets'", db).Scan(&engine))
-	require.Equal(t, "Distributed", engine, "cluster.sql's table, not the one analytics creates when it is missing")
+	require.Equal(t, "Distributed", engine("kafka_offsets"), "cluster.sql's table, not the one analytics creates when it is missing")
 }
 
 // TestHasRequests: false on a fresh database, true once one record is stored.

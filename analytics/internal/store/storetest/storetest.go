@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,4 +133,84 @@ func Records(seed uint64, n int, base time.Time) []usage.Record {
 		}
 	}
 	return out
+}
+
+// DayRecords returns n valid records in time order, their ends spread evenly over
+// [start, start+span), with request ids made as the edge makes them (UUIDv7 of ts_end_ms),
+// over the given number of accounts and the three models. Token counts and costs are drawn
+// from seed.
+func DayRecords(seed uint64, n int, start time.Time, span time.Duration, accounts int) []usage.Record {
+	rng := rand.New(rand.NewPCG(seed, seed^0x2545f4914f6cdd1d))
+	out := make([]usage.Record, n)
+	t0 := start.UnixMilli()
+	for i := range out {
+		end := t0 + int64(i)*span.Milliseconds()/int64(max(n, 1))
+		acct := rng.IntN(accounts)
+		out[i] = usage.Record{
+			V: usage.Version, RequestID: UUIDv7(end, rng), EdgeID: "edge-1", Seq: uint64(i + 1),
+			AccountID: fmt.Sprintf("acct_%04d", acct), KeyID: fmt.Sprintf("key_%04d", acct), LeaseID: "lease-1",
+			Model: models[rng.IntN(len(models))], ModelRequested: "alias", TsStartMs: end - 250, TsEndMs: end,
+			TtfbMs: 180, Status: 200, StopReason: "end_turn",
+			Usage:            usage.Tokens{Input: rng.Int64N(5000), Output: rng.Int64N(800), CacheRead: rng.Int64N(9000)},
+			CostMicrocredits: rng.Int64N(5_000_000), UpstreamCostMicroUSD: rng.Int64N(20_000),
+			PriceVersion: "2026-11-01", UpstreamKeyID: "up-1", UpstreamRequestID: fmt.Sprintf("msg_%016x", rng.Uint64()),
+		}
+	}
+	return out
+}
+
+// UUIDv7 formats a UUIDv7 (RFC 9562) for Unix millisecond ms with random bits from rng, in the
+// edge's canonical lowercase form: ids of later milliseconds sort after earlier ones.
+func UUIDv7(ms int64, rng *rand.Rand) string {
+	var u [16]byte
+	for i := range 6 {
+		u[i] = byte(uint64(ms) >> (40 - 8*i))
+	}
+	r := rng.Uint64()
+	for i := 6; i < 14; i++ {
+		u[i] = byte(r >> (8 * (i - 6)))
+	}
+	r = rng.Uint64()
+	u[14], u[15] = byte(r), byte(r>>8)
+	u[6] = 0x70 | u[6]&0x0f
+	u[8] = 0x80 | u[8]&0x3f
+	const hexDigits = "0123456789abcdef"
+	b := make([]byte, 0, 36)
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
+	}
+	return string(b)
+}
+
+// RowsRead returns ctx with a progress callback: every query run with the returned context
+// adds the rows ClickHouse reports reading (the read_rows of system.query_log) to the counter
+// that read returns.
+func RowsRead(ctx context.Context) (_ context.Context, read func() uint64) {
+	var n atomic.Uint64
+	ctx = ch.Context(ctx, ch.WithProgress(func(p *ch.Progress) { n.Add(p.Rows) }))
+	return ctx, n.Load
+}
+
+// MergeFinal merges each of tables of db into one part per partition, as background merges do
+// in time. OPTIMIZE ... FINAL does nothing when a merge of those parts is running already, so
+// it is asked to fail instead, and tried again.
+func MergeFinal(t testing.TB, conn driver.Conn, db string, tables ...string) {
+	t.Helper()
+	ctx := ch.Context(context.Background(), ch.WithSettings(ch.Settings{"optimize_throw_if_noop": 1}))
+	for _, table := range tables {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			err := conn.Exec(ctx, "OPTIMIZE TABLE "+db+"."+table+" FINAL")
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("optimize %s: %v", table, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 }

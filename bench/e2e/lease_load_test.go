@@ -84,7 +84,7 @@ func TestLeaseSteadyLoadNeedsNoLedgerCall(t *testing.T) {
 	run(20) // warm-up: every account gets a lease on every edge, sized to its spend
 	local0 := leaseCounter(t, e, edges, "tollgate_edge_lease_admissions_total", `path="local"`)
 	rpc0 := leaseCounter(t, e, edges, "tollgate_edge_lease_admissions_total", `path="ledgerd"`)
-	kinds := []string{"grant", "extend", "release", "recalls"}
+	kinds := []string{"grant", "extend", "extend_batch", "release", "recalls"}
 	calls0 := map[string]float64{}
 	for _, k := range kinds {
 		calls0[k] = leaseCounter(t, e, edges, "tollgate_edge_lease_calls_total", `call="`+k+`"`)

@@ -583,7 +583,7 @@ func (s *Store) ReapLeases(ctx context.Context, grace time.Duration, limit int) 
 		}
 		ids = append(ids, id)
 	}
-	if err := rows.Close(); err != nil {
+	if err := closeRows(rows); err != nil {
 		return 0, fmt.Errorf("query expired leases: %w", err)
 	}
 	n := 0

@@ -96,8 +96,9 @@ func consecutiveFree(base, n int) bool {
 }
 
 // startLeaseStack starts ledgerd on a fresh PostgreSQL database and n edges, without
-// analytics (these tests check the ledger).
-func startLeaseStack(t *testing.T, n int) *env {
+// analytics (these tests check the ledger); extraEnv is added to the services' environment
+// after leaseEnv.
+func startLeaseStack(t *testing.T, n int, extraEnv ...string) *env {
 	t.Helper()
 	db := freshLedgerDB(t)
 	return startStack(t, func(c *stack.Config) {
@@ -107,6 +108,7 @@ func startLeaseStack(t *testing.T, n int) *env {
 		c.NoAnalytics = true
 		c.ClickHouseDSN = ""
 		c.ExtraEnv = append(c.ExtraEnv, leaseEnv...)
+		c.ExtraEnv = append(c.ExtraEnv, extraEnv...)
 	})
 }
 

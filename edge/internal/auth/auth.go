@@ -11,6 +11,10 @@
 //     key, and one refresher goroutine reloads the queued keys with one ledgerd call per
 //     ledgerapi.KeyLookupHashesMax keys (see refresher). So ledgerd's load follows the rounds,
 //     not the number of keys in use; a ledgerd without the batch call gets one call per key.
+//   - an active key stays warm while it is in use: the refresher reloads it when it comes due
+//     even without a hit, until keepWarm has passed since its last hit.
+//     So a client that pauses for longer than TTL (between bursts, or while its agent runs a
+//     tool) does not make its next request wait for a ledgerd call.
 //   - an unknown key is remembered as unknown for NegativeTTL, so a flood of one bad key
 //     costs ledgerd one call per NegativeTTL, not one per request.
 //   - concurrent misses for the same key share one ledgerd call.
@@ -100,6 +104,12 @@ const (
 	// that a failing ledgerd is asked, and the failure logged, about twice a second rather
 	// than twenty times. Keys that come due meanwhile wait in the queue.
 	refreshFailurePause = 10
+	// keepWarm is how long after its last hit a key is still refreshed when due without a
+	// hit; as long as a known key's record stays cached (retention).
+	keepWarm = retention
+	// touchEvery: a hit records its time on the record only when the last record is older,
+	// so that busy keys' hits do not all write the same cache line.
+	touchEvery = int64(time.Second)
 )
 
 // Config of the Authenticator. All fields are required.
@@ -146,8 +156,16 @@ type entry struct {
 	digest     [sha256.Size]byte // the full hash: the cache is keyed by its first 8 bytes
 	principal  Principal
 	status     status
-	loaded     int64       // Unix ns when ledgerd answered
-	refreshing atomic.Bool // queued for, or in, a background refresh
+	loaded     int64        // Unix ns when ledgerd answered
+	refreshing atomic.Bool  // queued for, or in, a background refresh
+	lastHit    atomic.Int64 // Unix ns of a recent hit (within touchEvery of the last one)
+}
+
+// touch records a hit at now.
+func (e *entry) touch(now int64) {
+	if now-e.lastHit.Load() > touchEvery {
+		e.lastHit.Store(now)
+	}
 }
 
 // Authenticator authenticates keys. It is safe for concurrent use.
@@ -160,8 +178,10 @@ type Authenticator struct {
 	flight    flight.Group[[sha256.Size]byte, *entry]
 	refreshAt int64 // ns of age after which a hit queues a background refresh
 
-	pending chan *entry   // keys due for a refresh, each marked refreshing; refreshQueueMax
-	linger  time.Duration // refreshLinger, or less for a short TTL
+	pending  chan *entry   // keys due for a refresh, each marked refreshing; refreshQueueMax
+	loaded   chan *entry   // active records a request loaded, for warm; refreshQueueMax
+	linger   time.Duration // refreshLinger, or less for a short TTL
+	keepWarm time.Duration // keepWarm; shorter in tests
 	// batchAfter is when the refresher may try the batch lookup again after ledgerd did not
 	// have it. Only the refresher goroutine uses it.
 	batchAfter time.Time
@@ -173,10 +193,10 @@ type Authenticator struct {
 
 // New builds an Authenticator over src and starts its refresher; Close stops it.
 func New(cfg Config, src KeySource, log *slog.Logger) (*Authenticator, error) {
-	return newAuthenticator(cfg, src, log, min(refreshLinger, cfg.TTL/16))
+	return newAuthenticator(cfg, src, log, min(refreshLinger, cfg.TTL/16), keepWarm)
 }
 
-func newAuthenticator(cfg Config, src KeySource, log *slog.Logger, linger time.Duration) (*Authenticator, error) {
+func newAuthenticator(cfg Config, src KeySource, log *slog.Logger, linger, warm time.Duration) (*Authenticator, error) {
 	cache, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{
 		NumCounters:        int64(cfg.CacheMax) * 10,
 		MaxCost:            int64(cfg.CacheMax),
@@ -191,7 +211,8 @@ func newAuthenticator(cfg Config, src KeySource, log *slog.Logger, linger time.D
 		cfg.Now = time.Now
 	}
 	a := &Authenticator{cfg: cfg, src: src, log: log, cache: cache, refreshAt: int64(cfg.TTL) * 3 / 4,
-		pending: make(chan *entry, refreshQueueMax), linger: linger, done: make(chan struct{})}
+		pending: make(chan *entry, refreshQueueMax), loaded: make(chan *entry, refreshQueueMax),
+		linger: linger, keepWarm: warm, done: make(chan struct{})}
 	a.batch, _ = src.(KeyBatchSource)
 	a.ctx, a.stop = context.WithCancel(context.Background())
 	go a.refresher()
@@ -223,6 +244,7 @@ func (a *Authenticator) Authenticate(key []byte) (*Principal, error) {
 			if age > a.refreshAt && e.status != statusUnknown && e.refreshing.CompareAndSwap(false, true) {
 				a.queueRefresh(e)
 			}
+			e.touch(now)
 			return e.result()
 		}
 	} else {
@@ -236,6 +258,7 @@ func (a *Authenticator) Authenticate(key []byte) (*Principal, error) {
 		}
 		return nil, err
 	}
+	e.touch(now)
 	return e.result()
 }
 
@@ -257,20 +280,37 @@ func (a *Authenticator) queueRefresh(e *entry) {
 }
 
 // refresher is the one goroutine that refreshes keys in the background. It sleeps until a
-// key is queued, gathers for a.linger so the keys coming due together make one round, and
-// reloads the round (refresh). Rounds run one at a time, so ledgerd sees at most one
-// refresh call of this node at a time — a round of the fallback excepted (refreshEach).
+// key is queued, or a warm key comes due (checked every TTL/8), gathers for a.linger so the
+// keys coming due together make one round, and reloads the round (refresh). Rounds run one at
+// a time, so ledgerd sees at most one refresh call of this node at a time — a round of the
+// fallback excepted (refreshEach).
+//
+// warm holds the active records loaded from ledgerd (on a request's miss, or by a refresh), by
+// key, until they have not been hit for a.keepWarm; only this goroutine uses it. It is bounded
+// by the cache's size.
 func (a *Authenticator) refresher() {
 	defer close(a.done)
 	round := make([]*entry, 0, refreshQueueMax)
+	warm := make(map[[sha256.Size]byte]*entry)
 	timer := time.NewTimer(a.linger)
 	timer.Stop()
+	tick := time.NewTicker(max(a.cfg.TTL/8, time.Millisecond))
+	defer tick.Stop()
 	for {
 		select {
 		case <-a.ctx.Done():
 			return
 		case e := <-a.pending:
 			round = append(round, e)
+		case e := <-a.loaded:
+			if _, in := warm[e.digest]; in || len(warm) < a.cfg.CacheMax {
+				warm[e.digest] = e
+			}
+			continue
+		case <-tick.C:
+			if round = a.dueWarm(warm, round); len(round) == 0 {
+				continue
+			}
 		}
 		timer.Reset(a.linger)
 		select {
@@ -288,6 +328,7 @@ func (a *Authenticator) refresher() {
 			}
 		}
 		ok := a.refresh(round)
+		a.warmAfter(warm, round)
 		clear(round) // no references to replaced records
 		round = round[:0]
 		if !ok {
@@ -299,6 +340,54 @@ func (a *Authenticator) refresher() {
 			}
 		}
 	}
+}
+
+// current returns the cached record of e's key, if the cache still has one.
+func (a *Authenticator) current(e *entry) (*entry, bool) {
+	cur, ok := a.cache.Get(cacheKey(&e.digest))
+	return cur, ok && cur.digest == e.digest
+}
+
+// warmAfter updates warm after round was refreshed: each key's current record stays warm
+// while it is active and was hit within a.keepWarm (a failed reload left the old record,
+// which comes due again at the next check); any other key leaves warm.
+func (a *Authenticator) warmAfter(warm map[[sha256.Size]byte]*entry, round []*entry) {
+	now := a.cfg.Now().UnixNano()
+	for _, e := range round {
+		cur, ok := a.current(e)
+		_, in := warm[e.digest]
+		switch {
+		case !ok || cur.status != statusActive || now-cur.lastHit.Load() > int64(a.keepWarm):
+			delete(warm, e.digest)
+		case in || len(warm) < a.cfg.CacheMax:
+			warm[e.digest] = cur
+		}
+	}
+}
+
+// dueWarm appends to round the warm keys whose current record is past the refresh age, each
+// marked refreshing, and drops from warm the keys not hit within a.keepWarm, no longer
+// active, or no longer cached.
+func (a *Authenticator) dueWarm(warm map[[sha256.Size]byte]*entry, round []*entry) []*entry {
+	now := a.cfg.Now().UnixNano()
+	for d, e := range warm {
+		if len(round) == refreshQueueMax {
+			break
+		}
+		if now-e.loaded <= a.refreshAt && now-e.lastHit.Load() <= int64(a.keepWarm) {
+			continue // not due, and in use
+		}
+		cur, ok := a.current(e) // a request may have reloaded it since, and hit the new record
+		if !ok || cur.status != statusActive || now-cur.lastHit.Load() > int64(a.keepWarm) {
+			delete(warm, d)
+			continue
+		}
+		warm[d] = cur
+		if now-cur.loaded > a.refreshAt && cur.refreshing.CompareAndSwap(false, true) {
+			round = append(round, cur)
+		}
+	}
+	return round
 }
 
 // refresh reloads the keys of round: in calls of ledgerapi.KeyLookupHashesMax keys through
@@ -403,6 +492,12 @@ func (a *Authenticator) load(sum [sha256.Size]byte, prev *entry) (*entry, error)
 		}
 		e := a.put(sum, k, found, prev)
 		a.cache.Wait() // visible before the shared call ends, so no second miss follows it
+		if e.status == statusActive {
+			select { // warm from its first load, never waiting: a full queue skips it
+			case a.loaded <- e:
+			default:
+			}
+		}
 		return e, nil
 	})
 	return e, err
@@ -420,6 +515,11 @@ func (a *Authenticator) put(sum [sha256.Size]byte, k ledgerapi.Key, found bool, 
 	}
 	e := newEntry(k, prev, now)
 	e.digest = sum
+	if prev != nil {
+		e.lastHit.Store(prev.lastHit.Load()) // in use as long as the record it replaces
+	} else {
+		e.lastHit.Store(now) // a request is using it
+	}
 	a.cache.SetWithTTL(cacheKey(&sum), e, 1, retention)
 	return e
 }

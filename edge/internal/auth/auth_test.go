@@ -718,3 +718,69 @@ func TestQueueingHitAllocatesNothing(t *testing.T) {
 	require.Equal(t, n+1, i)
 	require.Zero(t, src.batchCalls(), "the round is still gathering")
 }
+
+// A key in use stays fresh through a pause longer than its TTL: the refresher reloads it when
+// it comes due, without a hit, so the first request after the pause needs no ledgerd call.
+// Once the key has not been hit for keepWarm, it is no longer refreshed.
+func TestWarmKeysStayFreshThroughAPause(t *testing.T) {
+	for _, refreshedFirst := range []bool{false, true} {
+		t.Run(fmt.Sprint("refreshed first: ", refreshedFirst), func(t *testing.T) {
+			testWarmKeys(t, refreshedFirst)
+		})
+	}
+}
+
+// testWarmKeys: keys loaded by a request (one hit each, as a short burst makes), or also
+// refreshed once by hits past ¾ of the TTL, then a pause.
+func testWarmKeys(t *testing.T, refreshedFirst bool) {
+	src := &batchSource{source: &source{}}
+	keys := newKeyring(3)
+	keys.publish(src.source, 1)
+	clk := &clock{}
+	clk.ns.Store(time.Now().UnixNano())
+	const ttl, warm = 4 * time.Second, 20 * time.Second
+	cfg := auth.Config{TTL: ttl, NegativeTTL: time.Minute, Timeout: time.Second, CacheMax: 100, Now: clk.now}
+	a, err := auth.NewWithTimings(cfg, src, slog.New(slog.DiscardHandler), 10*time.Millisecond, warm)
+	require.NoError(t, err)
+	t.Cleanup(a.Close)
+
+	keys.hitAll(t, a) // first loads: one synchronous lookup each
+	if refreshedFirst {
+		clk.advance(3500 * time.Millisecond)
+		keys.publish(src.source, 2)
+		keys.hitAll(t, a) // past ¾ of the TTL: queued and reloaded by the refresher
+		keys.waitVersion(t, a, 2)
+	}
+	singles := src.calls.Load()
+
+	peekAll := func(version int) bool {
+		for i, secret := range keys {
+			if id, ok := a.Peek(secret); !ok || id != fmt.Sprintf("k%d-v%d", i, version) {
+				return false
+			}
+		}
+		return true
+	}
+	// A pause of 10.5 s, 2.6 TTLs, without a hit.
+	for v := 3; v <= 5; v++ {
+		keys.publish(src.source, v)
+		clk.advance(3500 * time.Millisecond)
+		require.Eventually(t, func() bool { return peekAll(v) }, 5*time.Second, 5*time.Millisecond,
+			"version %d loaded without a hit", v)
+	}
+	clk.advance(time.Second)
+	for i, secret := range keys {
+		p, err := a.Authenticate([]byte(secret))
+		require.NoError(t, err)
+		require.Equal(t, fmt.Sprintf("k%d-v5", i), p.KeyID)
+	}
+	require.Equal(t, singles, src.calls.Load(), "the first requests after the pause asked ledgerd nothing")
+
+	// keepWarm after the last hit, the keys are left to expire.
+	clk.advance(warm + time.Second)
+	calls := src.batchCalls()
+	time.Sleep(3 * ttl / 8) // three checks of the warm keys
+	require.Equal(t, calls, src.batchCalls(), "keys idle for keepWarm are not refreshed")
+	keys.hitAll(t, a)
+	require.Equal(t, singles+int32(len(keys)), src.calls.Load(), "past the TTL, an idle key is reloaded before use")
+}

@@ -1,10 +1,8 @@
 package e2e_test
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,38 +17,10 @@ func leaseCounter(t *testing.T, e *env, edges int, name string, labels ...string
 	t.Helper()
 	var sum float64
 	for i := range edges {
-		sum += counter(t, e.s.EdgeOpsURL(i)+"/metrics", name, labels...)
-	}
-	return sum
-}
-
-// counter sums the samples on the metrics page at url of a counter whose labels include every
-// one of labels; 0 when there are none.
-func counter(t *testing.T, url, name string, labels ...string) float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		match := true
-		for _, l := range labels {
-			match = match && strings.Contains(line, l)
-		}
-		if !match {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		require.NoError(t, err, line)
+		v, err := metric(e.s.EdgeOpsURL(i)+"/metrics", name, labels...)
+		require.NoError(t, err)
 		sum += v
 	}
-	require.NoError(t, sc.Err())
 	return sum
 }
 
@@ -125,8 +95,10 @@ func TestLeaseSteadyLoadNeedsNoLedgerCall(t *testing.T) {
 	// A key is refreshed by a hit after ¾ of its TTL: keep the keys in use until one was, in
 	// case the run above was too short for it.
 	batchLookups := func() float64 {
-		return counter(t, e.s.AdminURL()+"/metrics", "ledgerd_http_requests_total",
+		v, err := metric(e.s.AdminURL()+"/metrics", "ledgerd_http_requests_total",
 			`route="POST /internal/v1/keys/lookup"`, `code="200"`)
+		require.NoError(t, err)
+		return v
 	}
 	for deadline := time.Now().Add(5 * time.Second); batchLookups() == 0 && time.Now().Before(deadline); {
 		for i, k := range keys {

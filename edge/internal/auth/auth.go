@@ -43,6 +43,7 @@ import (
 	"github.com/dgraph-io/ristretto/v2"
 
 	"tollgate/edge/internal/flight"
+	"tollgate/edge/internal/gather"
 	"tollgate/edge/internal/ledger"
 	"tollgate/edge/internal/ratelimit"
 	"tollgate/pkg/ledgerapi"
@@ -287,13 +288,12 @@ func (a *Authenticator) queueRefresh(e *entry) {
 //
 // warm holds the active records loaded from ledgerd (on a request's miss, or by a refresh), by
 // key, until they have not been hit for a.keepWarm; only this goroutine uses it. It is bounded
-// by the cache's size.
+// by the cache's size. A record a refresh replaced is swapped for the current one when warm
+// is next checked (dueWarm).
 func (a *Authenticator) refresher() {
 	defer close(a.done)
 	round := make([]*entry, 0, refreshQueueMax)
 	warm := make(map[[sha256.Size]byte]*entry)
-	timer := time.NewTimer(a.linger)
-	timer.Stop()
 	tick := time.NewTicker(max(a.cfg.TTL/8, time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -312,31 +312,18 @@ func (a *Authenticator) refresher() {
 				continue
 			}
 		}
-		timer.Reset(a.linger)
-		select {
-		case <-a.ctx.Done():
+		var ok bool
+		if round, ok = gather.Round(a.ctx, a.pending, round, a.linger, refreshQueueMax); !ok {
 			return
-		case <-timer.C:
 		}
-	gather:
-		for len(round) < refreshQueueMax {
-			select {
-			case e := <-a.pending:
-				round = append(round, e)
-			default:
-				break gather
-			}
-		}
-		ok := a.refresh(round)
-		a.warmAfter(warm, round)
+		ok = a.refresh(round)
 		clear(round) // no references to replaced records
 		round = round[:0]
 		if !ok {
-			timer.Reset(refreshFailurePause * a.linger)
 			select {
 			case <-a.ctx.Done():
 				return
-			case <-timer.C:
+			case <-time.After(refreshFailurePause * a.linger):
 			}
 		}
 	}
@@ -346,23 +333,6 @@ func (a *Authenticator) refresher() {
 func (a *Authenticator) current(e *entry) (*entry, bool) {
 	cur, ok := a.cache.Get(cacheKey(&e.digest))
 	return cur, ok && cur.digest == e.digest
-}
-
-// warmAfter updates warm after round was refreshed: each key's current record stays warm
-// while it is active and was hit within a.keepWarm (a failed reload left the old record,
-// which comes due again at the next check); any other key leaves warm.
-func (a *Authenticator) warmAfter(warm map[[sha256.Size]byte]*entry, round []*entry) {
-	now := a.cfg.Now().UnixNano()
-	for _, e := range round {
-		cur, ok := a.current(e)
-		_, in := warm[e.digest]
-		switch {
-		case !ok || cur.status != statusActive || now-cur.lastHit.Load() > int64(a.keepWarm):
-			delete(warm, e.digest)
-		case in || len(warm) < a.cfg.CacheMax:
-			warm[e.digest] = cur
-		}
-	}
 }
 
 // dueWarm appends to round the warm keys whose current record is past the refresh age, each

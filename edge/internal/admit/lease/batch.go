@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"tollgate/edge/internal/gather"
 	"tollgate/edge/internal/ledger"
 	"tollgate/pkg/ledgerapi"
 )
@@ -54,8 +55,6 @@ const (
 func (a *Admitter) batcher() {
 	defer close(a.batchDone)
 	linger := min(refreshLinger, a.cfg.Window/16)
-	timer := time.NewTimer(linger)
-	timer.Stop()
 	for {
 		var first *lease
 		select {
@@ -67,21 +66,10 @@ func (a *Admitter) batcher() {
 			a.queue(job{l: first}) // ledgerd has no batch extend: one call, as before it had
 			continue
 		}
-		round := append(make([]*lease, 0, 64), first)
-		timer.Reset(max(linger, time.Duration(a.batchPause.Load()-time.Now().UnixNano())))
-		select {
-		case <-a.bg.Done():
+		wait := max(linger, time.Duration(a.batchPause.Load()-time.Now().UnixNano()))
+		round, ok := gather.Round(a.bg, a.refreshQ, append(make([]*lease, 0, 64), first), wait, refreshQueueMax)
+		if !ok {
 			return
-		case <-timer.C:
-		}
-	gather:
-		for len(round) < refreshQueueMax {
-			select {
-			case l := <-a.refreshQ:
-				round = append(round, l)
-			default:
-				break gather
-			}
 		}
 		for start := 0; start < len(round); start += ledgerapi.ExtendBatchMax {
 			part := round[start:min(start+ledgerapi.ExtendBatchMax, len(round))]

@@ -575,15 +575,8 @@ func (s *Store) ReapLeases(ctx context.Context, grace time.Duration, limit int) 
 		return 0, fmt.Errorf("query expired leases: %w", err)
 	}
 	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("scan lease id: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	if err := closeRows(rows); err != nil {
+	var id string
+	if err := eachRow(rows, func() error { ids = append(ids, id); return nil }, &id); err != nil {
 		return 0, fmt.Errorf("query expired leases: %w", err)
 	}
 	n := 0
